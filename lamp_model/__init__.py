@@ -1,0 +1,1 @@
+"""LAMP: few-shot motion-pattern video generation (model package)."""
