@@ -1,0 +1,141 @@
+"""First-frame-conditioned LAMP tuning on cached latents (spec "Training").
+
+One timestep per video, all frames noised, then frame 0 is put back clean; the
+loss is the epsilon MSE on frames >= 1 only. The train loop writes a resumable
+checkpoint every N steps: an interrupted run resumed from it ends with the same
+weights as an uninterrupted one (same seed, CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
+
+from .io import atomic_write
+from .unet import LampUNet
+
+STATE_FILE = "train_state.pt"
+WEIGHTS_FILE = "motion.safetensors"
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 1000
+    lr: float = 3e-5
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    seed: int = 0
+    first_frame_conditioning: bool = True  # False = ablation: noise and loss on all frames
+    hflip: bool = False  # flips change a motion's direction: off unless the motion is symmetric
+    checkpoint_every: int = 100
+    mixed_precision: str = "bf16"  # used on CUDA only: "no" | "bf16" | "fp16"
+    gradient_checkpointing: bool = False
+    use_8bit_adam: bool = False
+
+
+def lamp_loss(unet: LampUNet, scheduler: DDPMScheduler, latents: torch.Tensor, text_emb: torch.Tensor,
+              generator: torch.Generator, first_frame_conditioning: bool = True) -> torch.Tensor:
+    """LAMP loss for clean latents [b,c,f,h,w] and text embeddings [b,n,d]."""
+    b = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator,
+                      device=generator.device).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    if first_frame_conditioning:
+        noisy = torch.cat([latents[:, :, :1], noisy[:, :, 1:]], dim=2)
+    pred = unet(noisy, t, text_emb).sample
+    if first_frame_conditioning:
+        return F.mse_loss(pred[:, :, 1:].float(), noise[:, :, 1:].float())
+    return F.mse_loss(pred.float(), noise.float())
+
+
+def _optimizer(unet: LampUNet, s: TrainSettings) -> torch.optim.Optimizer:
+    params = [p for _, p in unet.trainable_parameters()]
+    if s.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ImportError("use_8bit_adam=true needs bitsandbytes (pip install bitsandbytes, CUDA only); "
+                              "or set train.use_8bit_adam: false") from None
+        return bnb.optim.AdamW8bit(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def _autocast(device: torch.device, mixed_precision: str):
+    if device.type != "cuda" or mixed_precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
+
+
+def train_motion(unet: LampUNet, scheduler: DDPMScheduler, clips: torch.Tensor, text_embs: torch.Tensor,
+                 settings: TrainSettings, checkpoint_dir: str | Path | None = None,
+                 on_step: Callable[[int, float], None] | None = None, stop_after: int | None = None
+                 ) -> list[float]:
+    """Tune `unet` in place on latent clips [n,c,f,h,w]; returns the loss of every step.
+
+    `text_embs` is [1,n,d] (one motion prompt) or [n_clips,n,d] (a caption per clip).
+    With `checkpoint_dir`, resumes from its last checkpoint if there is one.
+    `stop_after` ends the run early after that many steps (a simulated interruption).
+    """
+    device = unet.device
+    s = settings
+    unet.train()
+    if s.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    optimizer = _optimizer(unet, s)
+    generator = torch.Generator(device="cpu").manual_seed(s.seed)
+    losses: list[float] = []
+    start = 0
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / STATE_FILE).exists():
+        start, losses = _resume(unet, optimizer, generator, Path(checkpoint_dir))
+    params = [p for _, p in unet.trainable_parameters()]
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and s.mixed_precision == "fp16")
+    end = s.steps if stop_after is None else min(s.steps, start + stop_after)
+    for step in tqdm(range(start, end), initial=start, total=s.steps, desc="tune", leave=False):
+        i = int(torch.randint(0, clips.shape[0], (1,), generator=generator))
+        latents = clips[i:i + 1].to(device)
+        if s.hflip and torch.rand(1, generator=generator).item() < 0.5:
+            latents = latents.flip(-1)
+        text = text_embs[i:i + 1] if text_embs.shape[0] > 1 else text_embs
+        with _autocast(device, s.mixed_precision):
+            loss = lamp_loss(unet, scheduler, latents, text.to(device), generator, s.first_frame_conditioning)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1])
+        done = step + 1
+        if checkpoint_dir is not None and (done % s.checkpoint_every == 0 or done == end):
+            save_checkpoint(unet, optimizer, generator, done, losses, Path(checkpoint_dir), s)
+    unet.eval()
+    return losses
+
+
+def save_checkpoint(unet: LampUNet, optimizer, generator, step: int, losses: list[float], folder: Path,
+                    settings: TrainSettings) -> None:
+    """The resumable state (one atomic file: weights, optimizer, RNG) + the weights as safetensors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "losses": losses, "motion": unet.motion_state_dict(),
+             "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
+    with atomic_write(folder / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+    unet.save_motion(folder / WEIGHTS_FILE, {"step": step, "train_settings": json.dumps(asdict(settings))})
+
+
+def _resume(unet: LampUNet, optimizer, generator, folder: Path) -> tuple[int, list[float]]:
+    state = torch.load(folder / STATE_FILE, weights_only=True)
+    unet.load_motion_state_dict(state["motion"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return int(state["step"]), list(state["losses"])
