@@ -1,0 +1,90 @@
+"""Train the motion world's own small text-to-image base model, the stand-in for SD v1.4.
+
+LAMP starts from a pretrained text-to-image model; none can be downloaded here,
+so the motion world trains one of the same shape (AutoencoderKL, CLIP text
+encoder, UNet2DConditionModel) on single frames and captions of its videos:
+  1. the VAE, as an autoencoder (reconstruction + a small KL term, as SD's);
+  2. the UNet and text encoder together, with the SD noise-prediction loss on
+     the frozen VAE's latents.
+The result is saved with `SDComponents.save_pretrained` and loaded downstream
+through `from_pretrained`, exactly like real weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .small import SDComponents
+
+
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_vae(comps: SDComponents, images: np.ndarray, *, steps: int, batch_size: int, lr: float, seed: int,
+              kl_weight: float = 1e-6) -> list[float]:
+    """Fit the VAE to uint8 images [n,h,w,3]; then set its scaling factor to 1/std of the latents."""
+    vae = comps.vae.train().requires_grad_(True)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    x_all = _pixels(images)
+    losses = []
+    for _ in tqdm(range(steps), desc="base: vae", leave=False):
+        x = x_all[torch.randint(0, len(x_all), (batch_size,), generator=g)]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g)
+        recon = vae.decode(z).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(c).latent_dist.mean for c in x_all[:256].split(32)])
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    return losses
+
+
+@torch.no_grad()
+def encode_images(comps: SDComponents, images: np.ndarray) -> torch.Tensor:
+    """Scaled VAE latents (distribution mean) of uint8 images, batched."""
+    x = _pixels(images)
+    return torch.cat([comps.vae.encode(c).latent_dist.mean for c in x.split(32)]) * comps.vae.config.scaling_factor
+
+
+def train_text_to_image(comps: SDComponents, images: np.ndarray, captions: list[str], *, steps: int,
+                        batch_size: int, lr: float, seed: int, uncond_prob: float = 0.1) -> list[float]:
+    """Train UNet + text encoder with SD's epsilon loss; captions are dropped 10% of the time for CFG."""
+    latents = encode_images(comps, images)
+    ids = comps.tokenizer(captions, padding="max_length", max_length=comps.tokenizer.model_max_length,
+                          truncation=True, return_tensors="pt").input_ids
+    empty = comps.tokenizer([""], padding="max_length", max_length=comps.tokenizer.model_max_length,
+                            return_tensors="pt").input_ids
+    unet, text_encoder = comps.unet.train().requires_grad_(True), comps.text_encoder.train().requires_grad_(True)
+    scheduler = comps.train_scheduler()
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.05)
+    losses = []
+    for _ in tqdm(range(steps), desc="base: unet+text", leave=False):
+        idx = torch.randint(0, len(latents), (batch_size,), generator=g)
+        z = latents[idx]
+        tok = ids[idx].clone()
+        drop = torch.rand(batch_size, generator=g) < uncond_prob
+        tok[drop] = empty
+        noise = torch.randn(z.shape, generator=g)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g)
+        pred = unet(scheduler.add_noise(z, noise, t), t, encoder_hidden_states=text_encoder(tok)[0]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    unet.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False)
+    return losses

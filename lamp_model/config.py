@@ -1,0 +1,189 @@
+"""The params.yaml schema: every setting of the pipeline, validated once on load.
+
+An invalid value stops with the field's dotted name, the value and what is
+allowed (pydantic's range/choice checks), e.g.
+`params.yaml: train.lr = -1.0: Input should be greater than 0`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MOTIONS = ("helicopter", "waterfall", "rain", "firework", "horse_run", "birds_fly", "turn_to_smile",
+           "play_the_guitar")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataParams(_Section):
+    source: Literal["world", "folder"] = "world"  # world: the motion world renders the videos
+    videos_dir: str = "data/world/videos"  # <videos_dir>/<motion>/*.mp4
+    eval_prompts: str = "data/prompts/world_eval.csv"  # csv with columns motion,prompt
+    min_videos: int = Field(4, ge=1)  # a motion with fewer usable videos stops the stage
+    use_captions: bool = True  # a captions.csv beside the videos gives one caption per video
+
+
+class WorldParams(_Section):
+    videos_per_motion: int = Field(12, ge=1, le=64)
+    frames: int = Field(24, ge=2)
+    height: int = Field(64, ge=16)
+    width: int = Field(96, ge=16)
+    seed: int = 0
+
+
+class ClipParams(_Section):
+    frames: int = Field(16, ge=2, le=64)
+    stride: int = Field(1, ge=1)
+    clips_per_video: int = Field(2, ge=1)
+    height: int = Field(320, ge=16)
+    width: int = Field(512, ge=16)
+    resize_policy: Literal["crop", "pad", "resize"] = "crop"  # crop never distorts
+
+
+class ModelParams(_Section):
+    base: str = "models/world/base"  # diffusers SD v1.x folder, or a hub id (CompVis/stable-diffusion-v1-4)
+    first_frame: Literal["world", "sdxl", "base", "image"] = "world"
+    sdxl: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    first_frame_steps: int = Field(30, ge=1)
+    first_frame_guidance: float = Field(7.5, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class BaseTrainParams(_Section):
+    """Training of the motion world's own base model (unused with real weights)."""
+
+    vae_steps: int = Field(1500, ge=0)
+    unet_steps: int = Field(3000, ge=0)
+    clip_steps: int = Field(600, ge=0)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    unet_channels: list[int] = [32, 64]
+    text_dim: int = Field(32, ge=8)
+    heads: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class LampParams(_Section):
+    """Architecture switches (the paper's ablations 4 and 5 and two more)."""
+
+    tsm: bool = True
+    prediction_conv1d: bool = True
+    first_frame_attention: bool = True
+    temporal_attention: bool = True
+
+
+class TrainParams(_Section):
+    steps: int = Field(300, ge=1)
+    lr: float = Field(1e-3, gt=0, le=1)
+    weight_decay: float = Field(1e-2, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    first_frame_conditioning: bool = True
+    hflip: bool = False
+    checkpoint_every: int = Field(50, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    gradient_checkpointing: bool = False
+    use_8bit_adam: bool = False
+    seed: int = 0
+
+
+class SampleParams(_Section):
+    ddim_steps: int = Field(25, ge=1, le=1000)
+    guidance_scale: float = Field(7.5, ge=0)
+    alpha: float = Field(0.2, ge=0, le=1)  # shared-noise weight; 0 = ablation "no shared noise"
+    adain: bool = True
+    histogram_matching: bool = True
+    seeds: list[int] = [0]
+    fps: int = Field(8, ge=1)
+
+
+class MetricsParams(_Section):
+    clip_model: str = "models/world/clip"  # a folder (small CLIP) or an open_clip name like ViT-L-14
+    clip_pretrained: str = ""  # open_clip pretrained tag for a named model (openai)
+
+
+class Params(_Section):
+    seed: int = 0
+    motions: list[str] = list(MOTIONS)
+    motion_prompts: dict[str, str] = {}  # override the "folder name with _ -> space" prompt
+    data: DataParams = DataParams()
+    world: WorldParams = WorldParams()
+    clips: ClipParams = ClipParams()
+    model: ModelParams = ModelParams()
+    base_train: BaseTrainParams = BaseTrainParams()
+    lamp: LampParams = LampParams()
+    train: TrainParams = TrainParams()
+    sample: SampleParams = SampleParams()
+    metrics: MetricsParams = MetricsParams()
+
+    @model_validator(mode="after")
+    def _check(self) -> "Params":
+        if not self.motions:
+            raise ValueError("motions: list at least one motion")
+        bad = [m for m in self.motions if not m or "/" in m or m != m.strip()]
+        if bad:
+            raise ValueError(f"motions: invalid motion names {bad} (use folder names like horse_run)")
+        for name in ("height", "width"):
+            if getattr(self.clips, name) % 8:
+                raise ValueError(f"clips.{name} = {getattr(self.clips, name)}: must be a multiple of 8 "
+                                 "(the VAE downsamples by 8)")
+        return self
+
+    def motion_prompt(self, motion: str) -> str:
+        return self.motion_prompts.get(motion, motion.replace("_", " "))
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing or holds an invalid value."""
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate params.yaml (plus optional nested overrides)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found; run from the project root or pass --params")
+    raw = yaml.safe_load(path.read_text()) or {}
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {'.'.join(map(str, err['loc'])) or '(top level)'} = "
+                 f"{_value_at(raw, err['loc'])!r}: {err['msg']}" for err in e.errors()]
+        raise ParamsError("\n".join(lines)) from None
+
+
+def _set_dotted(raw: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    for p in parents:
+        raw = raw.setdefault(p, {})
+    raw[leaf] = value
+
+
+def _value_at(raw, loc):
+    for part in loc:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
+
+
+def flatten(params: Params) -> dict[str, object]:
+    """Dotted key -> value, for MLflow params."""
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = value
+
+    walk("", params.model_dump())
+    return out

@@ -1,0 +1,162 @@
+"""What every stage shares: the file layout, params loading, eval prompts and the entry point.
+
+Every stage is a plain function `run(params, root, motion=None) -> dict` in
+`tasks/<stage>.py`. DVC calls it through `python -m tasks.<stage> [--motion M]`
+(see `stage_main`), Prefect through the task wrappers in `tasks/prefect_tasks.py`,
+the CLI directly: one implementation of each stage.
+
+Paths are all relative to the project (DVC repo) root, which is the working
+directory unless `--root` is given. `Layout` is the one place that names them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamp_model.config import Params, ParamsError, load_params
+
+log = logging.getLogger("lamp")
+
+# index.csv of a motion's generated videos (stage `generate`; read by `metrics` and `report`):
+# prompt_index = row of that motion's prompt in the eval csv, seed = sampling seed,
+# mp4/gif = the video, first_frame = PNG of the first frame given to the pipeline.
+GENERATED_COLUMNS = ("prompt_index", "seed", "prompt", "mp4", "gif", "first_frame")
+
+
+class StageError(Exception):
+    """Bad input a stage cannot work with; the message names the file/field and what to do."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage reads and writes, relative to the project root.
+
+    Inputs and shared models (videos, clips, latents, the world base) live under
+    `root`. What a run produces (tuned motions, checkpoints, generated videos,
+    reports) lives under `root / run_dir`: `run_dir` is "" for the main pipeline
+    and e.g. "runs/ablations/no_tsm" for an ablation variant, so variants share
+    the data stages and never overwrite each other's results.
+    """
+
+    root: Path
+    run_dir: str = ""
+
+    @property
+    def out(self) -> Path:
+        return self.root / self.run_dir if self.run_dir else self.root
+
+    # -- inputs -------------------------------------------------------------------------
+    def videos(self, params: Params, motion: str) -> Path:
+        """Training videos of one motion: <videos_dir>/<motion>/*.mp4 (+ captions.csv)."""
+        return self.root / params.data.videos_dir / motion
+
+    def eval_prompts_file(self, params: Params) -> Path:
+        return self.root / params.data.eval_prompts
+
+    # -- motion world (stage `world`) ----------------------------------------------------
+    @property
+    def world_videos(self) -> Path:
+        return self.root / "data/world/videos"
+
+    @property
+    def world_eval_prompts(self) -> Path:
+        return self.root / "data/prompts/world_eval.csv"
+
+    # -- per-motion data (stages `extract`, `cache`) --------------------------------------
+    def clips(self, motion: str) -> Path:
+        """clips.safetensors (uint8 frames [n, f, h, w, 3]) + manifest.json."""
+        return self.root / "data/clips" / motion
+
+    def latents(self, motion: str) -> Path:
+        """latents.safetensors (latents [n, 4, f, h/8, w/8]) + captions.json (one caption per clip)."""
+        return self.root / "data/latents" / motion
+
+    # -- models (stages `base`, `tune`) ---------------------------------------------------
+    @property
+    def world_models(self) -> Path:
+        """The motion world's own base model (base/) and small CLIP (clip/)."""
+        return self.root / "models/world"
+
+    def motion_model(self, motion: str) -> Path:
+        """motion.safetensors (tuned weights only) + loss.csv + train_config.json."""
+        return self.out / "models/motions" / motion
+
+    def checkpoints(self, motion: str, key: str) -> Path:
+        """Resumable training state; not a DVC output (DVC deletes outputs before a rerun)."""
+        return self.out / "checkpoints" / motion / key
+
+    # -- outputs (stages `generate`, `metrics`, `report`) -----------------------------------
+    def generated(self, motion: str) -> Path:
+        """Generated videos of one motion. index.csv has one row per video with the columns
+        GENERATED_COLUMNS (file names relative to this folder); plus contact_sheet.png."""
+        return self.out / "outputs/videos" / motion
+
+    @property
+    def reports(self) -> Path:
+        return self.out / "reports"
+
+
+def read_eval_prompts(path: Path, motions: list[str] | None = None) -> dict[str, list[str]]:
+    """motion -> prompts from a csv with columns motion,prompt; unknown motions are an error."""
+    if not path.is_file():
+        raise StageError(f"{path}: eval prompt file not found; set data.eval_prompts in params.yaml "
+                         "(data/prompts/eval.csv is the paper's set)")
+    out: dict[str, list[str]] = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"motion", "prompt"} <= set(reader.fieldnames):
+            raise StageError(f"{path}: needs the columns motion,prompt (has {reader.fieldnames})")
+        for line, row in enumerate(reader, start=2):
+            motion, prompt = (row["motion"] or "").strip(), (row["prompt"] or "").strip()
+            if motions is not None and motion not in motions:
+                raise StageError(f"{path}:{line}: prompt for unknown motion {motion!r} "
+                                 f"(motions in params.yaml: {motions}); fix the motion or add it to params")
+            if not prompt:
+                raise StageError(f"{path}:{line}: empty prompt")
+            out.setdefault(motion, []).append(prompt)
+    return out
+
+
+def fingerprint(*parts) -> str:
+    """Short stable hash of JSON-able parts (settings, file digests): names a checkpoint folder."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stage_main(run: Callable[..., dict], per_motion: bool, argv: list[str] | None = None) -> None:
+    """`python -m tasks.<stage> [--motion M] [--params params.yaml] [--root .]` for DVC.
+
+    Known bad input ends with one clear line on stderr and exit code 1 (no traceback).
+    """
+    parser = argparse.ArgumentParser(description=(run.__module__ or "").removeprefix("tasks."))
+    if per_motion:
+        parser.add_argument("--motion", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--root", default=".")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    from lamp_model.errors import ModelUnavailableError
+    from lamp_model.video import VideoError
+
+    try:
+        params = load_params(Path(args.root) / args.params)
+        kwargs = {"motion": args.motion} if per_motion else {}
+        result = run(params, Path(args.root), **kwargs)
+    except (StageError, ParamsError, ModelUnavailableError, VideoError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    log.info("%s done: %s", run.__module__, json.dumps(result, default=str)[:2000])
