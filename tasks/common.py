@@ -5,6 +5,13 @@ Every stage is a plain function `run(params, root, motion=None) -> dict` in
 (see `stage_main`), Prefect through the task wrappers in `tasks/prefect_tasks.py`,
 the CLI directly: one implementation of each stage.
 
+The dict a stage returns is what gets logged (MLflow, logs): JSON-able, with
+  "outputs":   [paths written],
+  "metrics":   {name: float}           (optional, e.g. final loss, alignment),
+  "artifacts": [files worth keeping in MLflow: checkpoint, a few gifs, reports] (optional),
+  "loss":      [loss per training step] (tune only),
+plus anything else that describes the run (counts, skipped files with reasons).
+
 Paths are all relative to the project (DVC repo) root, which is the working
 directory unless `--root` is given. `Layout` is the one place that names them.
 """
