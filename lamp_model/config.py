@@ -107,6 +107,14 @@ class MetricsParams(_Section):
     clip_pretrained: str = ""  # open_clip pretrained tag for a named model (openai)
 
 
+class TrackingParams(_Section):
+    """MLflow: where runs go. A relative sqlite path is taken from the project root."""
+
+    uri: str = "sqlite:///mlflow.db"  # or http://127.0.0.1:5000 for an `mlflow server`
+    experiment: str = "lamp"
+    enabled: bool = True
+
+
 class Params(_Section):
     seed: int = 0
     motions: list[str] = list(MOTIONS)
@@ -120,6 +128,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     sample: SampleParams = SampleParams()
     metrics: MetricsParams = MetricsParams()
+    tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")
     def _check(self) -> "Params":
