@@ -1,0 +1,56 @@
+# The two commands of the README:  `make run` (the whole pipeline on the embedded
+# motion-world default) and `make test` (the test suite, as CI runs it). Both set up
+# the project-local virtualenv first (.venv), so they work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install only when a requirements file or pyproject.toml changed.
+STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | sha256sum | cut -c1-12)
+
+# Telemetry off, never reach for the Hugging Face hub in tests, project-local Prefect home.
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup run test test-slow bench prefect-up prefect-down deployment-run ablations clean-outputs
+
+setup: $(STAMP)
+
+# torch + torchvision first, on their own (pinned: see requirements/torch.txt), then
+# everything else under constraints.txt so no package can swap torch.
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements/torch.txt
+	$(BIN)/python -m pip install -q -r requirements/base.txt -c requirements/constraints.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## The main job: render the motion world, train its base model, tune all 8 motions,
+## generate the 48 eval videos, score them and write reports/ (dvc repro).
+run: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc metrics show
+
+## The test suite (what .ci/run calls). Slow quality runs are excluded: `make test-slow`.
+test: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+test-slow: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(BIN)/python -m benchmarks.bench_model --config small --repeats 3 --sample-repeats 1 --ddim-steps 20
+	$(BIN)/python -m benchmarks.bench_latent_cache --vae small,sd --repeats 1
+
+## Local Prefect server + process work pool + worker (127.0.0.1), and their clean stop.
+prefect-up: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/prefect_up.sh
+
+prefect-down:
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/prefect_down.sh
