@@ -1,0 +1,40 @@
+"""scripts/merge_params.py: the documented way to switch params.yaml to real weights."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lamp_model.config import load_params
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts/merge_params.py"
+
+
+def merge(overlay: Path, params: Path):
+    return subprocess.run([sys.executable, str(SCRIPT), str(overlay), "--params", str(params)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_real_overlay_gives_the_real_preset_and_keeps_comments(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    out = merge(ROOT / "configs/real.yaml", params)
+    assert out.returncode == 0, out.stderr
+    p = load_params(params)
+    assert p.model.base == "CompVis/stable-diffusion-v1-4"
+    assert (p.clips.height, p.clips.width) == (320, 512)
+    assert p.metrics.clip_model == "ViT-L-14" and p.metrics.clip_pretrained == "openai"
+    assert p.sample.alpha == 0.2  # untouched values stay
+    assert "# real: 3.0e-5 (paper)" in params.read_text()  # comments survive
+
+
+def test_invalid_overlay_writes_nothing(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    before = params.read_text()
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text("train:\n  lr: -1\n")
+    out = merge(overlay, params)
+    assert out.returncode == 1
+    assert "train.lr" in out.stderr and "-1" in out.stderr
+    assert params.read_text() == before
