@@ -156,14 +156,18 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the project root or pass --params")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{path}: {'.'.join(map(str, err['loc'])) or '(top level)'} = "
-                 f"{_value_at(raw, err['loc'])!r}: {err['msg']}" for err in e.errors()]
+        lines = [f"{path}: {err['msg'].removeprefix('Value error, ')}" if not err["loc"] else
+                 f"{path}: {'.'.join(map(str, err['loc']))} = {_value_at(raw, err['loc'])!r}: {err['msg']}"
+                 for err in e.errors()]
         raise ParamsError("\n".join(lines)) from None
 
 

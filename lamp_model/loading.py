@@ -89,6 +89,16 @@ def load_sd_components(source: str, device: torch.device | str = "cpu",
     return comps
 
 
+def load_vae(source: str, device: torch.device | str = "cpu",
+             dtype: torch.dtype = torch.float32) -> AutoencoderKL:
+    """Only the VAE of an SD v1.x folder or hub id (the latent cache needs nothing else)."""
+    try:
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", dtype=dtype, **_hub_kwargs(source))
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise _unavailable(source, "Stable Diffusion v1.x VAE", e) from None
+    return vae.to(device).eval().requires_grad_(False)
+
+
 def load_sdxl(source: str, device: torch.device | str = "cpu",
               dtype: torch.dtype = torch.float32) -> StableDiffusionXLPipeline:
     """The SD-XL pipeline used for first frames, from a folder or hub id."""

@@ -25,6 +25,22 @@ from .unet import LampUNet
 from .video import fit_frames
 
 
+@torch.no_grad()
+def encode_frames(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 16) -> torch.Tensor:
+    """uint8 [n,h,w,3] -> latents [n,4,h/8,w/8] on the VAE's device and dtype.
+
+    The distribution mean (not a sample) times scaling_factor: deterministic, so the
+    latent cache and the pipeline's first frame see the same latents for the same pixels.
+    Encoded `batch_size` frames at a time to bound memory at full resolution.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames))
+    out = []
+    for chunk in x.split(batch_size):
+        chunk = chunk.to(vae.device, vae.dtype).permute(0, 3, 1, 2) / 127.5 - 1.0
+        out.append(vae.encode(chunk).latent_dist.mean * vae.config.scaling_factor)
+    return torch.cat(out)
+
+
 @dataclass
 class LampPipelineOutput(BaseOutput):
     frames: np.ndarray  # uint8 [b, f, h, w, 3]
@@ -59,12 +75,9 @@ class LampPipeline(DiffusionPipeline):
                              return_tensors="pt").input_ids.to(self.device)
         return self.text_encoder(ids)[0]
 
-    @torch.no_grad()
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [n,h,w,3] -> latents [n,4,h/8,w/8] (distribution mean: deterministic)."""
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, self.vae.dtype)
-        x = x.permute(0, 3, 1, 2) / 127.5 - 1.0
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        return encode_frames(self.vae, frames)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
