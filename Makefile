@@ -54,3 +54,13 @@ prefect-up: setup
 
 prefect-down:
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/prefect_down.sh
+
+## With the local server up (make prefect-up): all 8 motions through the deployment, and
+## the ablation comparison (MLflow -> reports/ablations/).
+deployment-run:
+	PATH=$(CURDIR)/$(BIN):$$PATH PREFECT_API_URL=http://127.0.0.1:4200/api \
+	  prefect deployment run 'lamp-all-motions/default' --watch
+
+ablations: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.ablations
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.compare

@@ -1,0 +1,143 @@
+"""Flow `lamp-ablations`: the paper's ablations (Fig. 5) + post-processing off, side by side.
+
+The shared data and base model come from the main pipeline (DVC tasks world, base,
+extract@m, cache@m: skipped when up to date). Each variant then runs tune, generate
+and metrics IN-PROCESS (the stages' `run()` with params overrides), writing under
+runs/ablations/<variant>/ so variants never overwrite each other or the main
+pipeline. Variants that only change sampling reuse the `full` variant's tuned
+motions (copied) when `reuse_tuned` is on. Every MLflow run carries tags.variant;
+the flow ends with `compare` (flows/compare.py): reports/ablations/comparison.{csv,md,png}.
+
+    python -m flows.ablations --motions rain helicopter --set train.steps=100
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger
+
+from flows.compare import build_comparison
+from flows.motion import check_motions
+from lamp_model.config import load_params
+from tasks import tracking
+from tasks.common import Layout
+from tasks.prefect_tasks import GPU_LIMIT, ensure_gpu_limit, inprocess_stage, stage_task
+
+VARIANTS: dict[str, dict] = {
+    "full": {},
+    "first_frame_base": {"model.first_frame": "base"},
+    "no_ff_conditioning": {"train.first_frame_conditioning": False},
+    "no_shared_noise": {"sample.alpha": 0.0},
+    "no_tsm": {"lamp.tsm": False},
+    "plain_conv1d": {"lamp.prediction_conv1d": False},
+    "no_postprocess": {"sample.adain": False, "sample.histogram_matching": False},
+}
+SAMPLING_ONLY = {"first_frame_base", "no_shared_noise", "no_postprocess"}  # same tuned weights as `full`
+
+
+def variant_dir(variant: str) -> str:
+    return f"runs/ablations/{variant}"
+
+
+@flow(name="lamp-ablations")
+def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None = None, root: str = ".",
+                   overrides: dict | None = None, reuse_tuned: bool = True,
+                   gpu_limit: str | None = GPU_LIMIT) -> dict:
+    """`overrides` (dotted params, e.g. {"train.steps": 100}) apply to every variant's tune/generate/metrics;
+    the shared data stages run with params.yaml as it is."""
+    logger = get_run_logger()
+    root = str(Path(root).resolve())
+    base_params = load_params(Path(root) / "params.yaml")
+    motions = list(motions or base_params.motions)
+    check_motions(base_params, motions)
+    variants = list(variants or VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    if "full" in variants:  # first, so sampling-only variants can reuse its tuned motions
+        variants.remove("full")
+        variants.insert(0, "full")
+    overrides = dict(overrides or {})
+    ensure_gpu_limit(gpu_limit)
+    parent = tracking.safely(tracking.start_run, base_params, root, "ablations",
+                             tags={"kind": "ablations", "variant": "ablations", "motions": ",".join(motions)},
+                             run_params={"motions": motions, "variants": variants, "overrides": overrides})
+
+    # shared data and base model: the main pipeline's DVC stages (no-ops when up to date)
+    for stage in ("world", "base"):
+        stage_task(stage)(stage, None, root, parent, gpu_limit)
+    for m in motions:
+        for stage in ("extract", "cache"):
+            stage_task(stage, m)(stage, m, root, parent, gpu_limit)
+
+    results, failed = {}, {}
+    for variant in variants:
+        ov = {**overrides, "motions": motions, **VARIANTS[variant]}
+        run_dir = variant_dir(variant)
+        vparams = load_params(Path(root) / "params.yaml", overrides=ov)
+        vrun = tracking.safely(tracking.start_run, vparams, root, f"variant {variant}",
+                               tags={"kind": "variant", "variant": variant}, parent_run_id=parent,
+                               run_params={"overrides": ov, "run_dir": run_dir})
+        tags = {"ablation_run": parent or ""}
+        common = dict(root=root, run_dir=run_dir, overrides=ov, variant=variant, parent_run_id=vrun,
+                      gpu_limit=gpu_limit, tags=tags)
+        try:
+            for m in motions:
+                full_model = Layout(Path(root), variant_dir("full")).motion_model(m)
+                if reuse_tuned and variant in SAMPLING_ONLY and "full" in results and full_model.is_dir():
+                    dst = Layout(Path(root), run_dir).motion_model(m)
+                    shutil.rmtree(dst, ignore_errors=True)
+                    shutil.copytree(full_model, dst)
+                    logger.info("%s: reusing the tuned %s of variant full (%s)", variant, m, full_model)
+                else:
+                    inprocess_stage.with_options(task_run_name=f"tune@{m} [{variant}]")("tune", motion=m, **common)
+                inprocess_stage.with_options(task_run_name=f"generate@{m} [{variant}]")("generate", motion=m,
+                                                                                        **common)
+            res = inprocess_stage.with_options(task_run_name=f"metrics [{variant}]")("metrics", **common)
+            results[variant] = res["metrics"]
+            tracking.safely(tracking.end_run, vparams, root, vrun, "FINISHED", metrics=res["metrics"])
+        except Exception as e:  # noqa: BLE001 - one variant failing does not stop the others
+            failed[variant] = str(e)
+            logger.error("variant %s failed: %s", variant, e)
+            tracking.safely(tracking.end_run, vparams, root, vrun, "FAILED", tags={"error": str(e)})
+
+    table = None
+    if results:
+        table = build_comparison(root, ablation_run_id=parent)
+    tracking.safely(tracking.end_run, base_params, root, parent, "FAILED" if failed else "FINISHED",
+                    tags={"failed_variants": ",".join(sorted(failed))} if failed else None)
+    if failed:
+        lines = "".join(f"\n- {v}: {msg}" for v, msg in sorted(failed.items()))
+        raise RuntimeError(f"{len(failed)} of {len(variants)} variants failed: {sorted(failed)}{lines}")
+    return {"variants": list(results), "mlflow_run_id": parent,
+            "comparison": None if table is None else str(Path(root) / "reports/ablations/comparison.csv")}
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key or not _:
+            raise SystemExit(f"--set {item!r}: use key=value, e.g. train.steps=100")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Run the LAMP ablations and compare them (MLflow).")
+    ap.add_argument("--motions", nargs="*", default=None)
+    ap.add_argument("--variants", nargs="*", default=None, help=f"default: all of {list(VARIANTS)}")
+    ap.add_argument("--root", default=".")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides for the variants")
+    ap.add_argument("--no-reuse", action="store_true", help="tune sampling-only variants too")
+    ap.add_argument("--gpu-limit", default=GPU_LIMIT, help="global concurrency limit name ('' = none)")
+    a = ap.parse_args(argv)
+    lamp_ablations(a.motions or None, a.variants or None, a.root, _parse_set(a.set), not a.no_reuse,
+                   a.gpu_limit or None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""`compare`: the ablation comparison, built from MLflow (never from files on disk).
+
+Takes the latest finished `metrics` stage run of each ablation variant (tags.stage =
+metrics, tags.variant != main; optionally only those of one `lamp-ablations` run) via
+mlflow.search_runs and writes, in reports/ablations/:
+  comparison.csv   one row per variant; overall metrics, then <motion>/<metric> columns
+  comparison.md    Markdown tables: overall, and one per motion
+  comparison.png   bar plots, one panel per metric (overall + per motion)
+
+    python -m flows.compare [--ablation-run-id ID]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow
+
+from lamp_model.config import load_params
+from tasks import tracking
+
+MAIN_METRICS = ("alignment", "consistency", "diversity", "motion_accuracy", "first_frame_fidelity")
+SKIP = {"duration_s"}
+
+
+def variant_order() -> list[str]:
+    from flows.ablations import VARIANTS
+
+    return list(VARIANTS)
+
+
+def search_metric_runs(root: str | Path, ablation_run_id: str | None = None) -> pd.DataFrame:
+    import mlflow
+
+    params = load_params(Path(root) / "params.yaml")
+    uri = tracking.tracking_uri(params, root)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if exp is None:
+        raise RuntimeError(f"MLflow experiment {params.tracking.experiment!r} not found at {uri}; "
+                           "run the ablations first (flows/ablations.py)")
+    flt = "tags.stage = 'metrics' AND tags.variant != 'main' AND attributes.status = 'FINISHED'"
+    if ablation_run_id:
+        flt += f" AND tags.ablation_run = '{ablation_run_id}'"
+    runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=flt,
+                              order_by=["attributes.start_time DESC"])
+    return runs
+
+
+def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """variant x metric (overall columns first, then <motion>/<metric>), latest run per variant."""
+    if runs.empty:
+        return pd.DataFrame()
+    runs = runs.drop_duplicates(subset=["tags.variant"], keep="first")
+    cols = [c for c in runs.columns if c.startswith("metrics.") and c.removeprefix("metrics.") not in SKIP]
+    table = runs.set_index("tags.variant")[cols]
+    table.columns = [c.removeprefix("metrics.") for c in cols]
+    table = table.dropna(axis=1, how="all")
+    overall = [c for c in table.columns if "/" not in c]
+    overall = [c for c in MAIN_METRICS if c in overall] + sorted(c for c in overall if c not in MAIN_METRICS)
+    per_motion = sorted((c for c in table.columns if "/" in c),
+                        key=lambda c: (c.split("/")[0], _metric_rank(c.split("/", 1)[1])))
+    order = [v for v in variant_order() if v in table.index] + sorted(v for v in table.index
+                                                                       if v not in variant_order())
+    table = table.loc[order, overall + per_motion]
+    table.index.name = "variant"
+    return table
+
+
+def _metric_rank(name: str):
+    return (MAIN_METRICS.index(name), name) if name in MAIN_METRICS else (len(MAIN_METRICS), name)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join([df.index.name or "", *df.columns]) + " |"
+    sep = "|" + "---|" * (len(df.columns) + 1)
+    rows = ["| " + " | ".join([str(i), *("" if pd.isna(v) else f"{v:.2f}" for v in row)]) + " |"
+            for i, row in zip(df.index, df.itertuples(index=False))]
+    return "\n".join([head, sep, *rows])
+
+
+def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path, png_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "comparison.png"
+    table.to_csv(csv_path, float_format="%.4f")
+
+    overall = [c for c in table.columns if "/" not in c]
+    motions = sorted({c.split("/")[0] for c in table.columns if "/" in c})
+    parts = ["# Ablations", "", "Values from MLflow (latest `metrics` run of each variant; CLIP metrics x100, "
+             "diversity: lower = more diverse).", "", "## Overall", "", _md_table(table[overall])]
+    for m in motions:
+        cols = [c for c in table.columns if c.startswith(f"{m}/")]
+        sub = table[cols].rename(columns=lambda c: c.split("/", 1)[1])
+        parts += ["", f"## {m}", "", _md_table(sub)]
+    md_path.write_text("\n".join(parts) + "\n")
+
+    metrics = [m for m in MAIN_METRICS if m in overall] or overall[:5]
+    groups = ["overall", *motions]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6, 1.2 * len(table) * max(1, len(groups)) / 2),
+                                                        2.6 * len(metrics)), squeeze=False)
+    width = 0.8 / len(groups)
+    for ax, metric in zip(axes[:, 0], metrics):
+        for g, group in enumerate(groups):
+            col = metric if group == "overall" else f"{group}/{metric}"
+            if col not in table.columns:
+                continue
+            xs = [i + (g - (len(groups) - 1) / 2) * width for i in range(len(table))]
+            ax.bar(xs, table[col].fillna(0).to_numpy(), width=width, label=group)
+        ax.set_title(metric)
+        ax.set_xticks(range(len(table)))
+        ax.set_xticklabels(table.index, rotation=20, fontsize=8)
+    axes[0, 0].legend(fontsize=7, ncols=min(len(groups), 5))
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+    return {"csv": csv_path, "md": md_path, "png": png_path}
+
+
+def build_comparison(root: str | Path = ".", ablation_run_id: str | None = None,
+                     out_dir: str | Path | None = None) -> pd.DataFrame:
+    root = Path(root).resolve()
+    table = comparison_table(search_metric_runs(root, ablation_run_id))
+    if table.empty:
+        raise RuntimeError("no finished ablation `metrics` runs in MLflow"
+                           + (f" for ablation run {ablation_run_id}" if ablation_run_id else ""))
+    write_outputs(table, Path(out_dir) if out_dir else root / "reports/ablations")
+    return table
+
+
+@flow(name="lamp-compare")
+def compare(root: str = ".", ablation_run_id: str | None = None) -> str:
+    table = build_comparison(root, ablation_run_id)
+    return table.to_csv()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Ablation comparison from MLflow -> reports/ablations/.")
+    ap.add_argument("--root", default=".")
+    ap.add_argument("--ablation-run-id", default=None, help="only the variants of this lamp-ablations run")
+    a = ap.parse_args(argv)
+    print(build_comparison(a.root, a.ablation_run_id).round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()

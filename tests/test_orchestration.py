@@ -1,0 +1,365 @@
+"""Orchestration end to end, with real components: a Prefect server on 127.0.0.1 (free port)
+started by scripts/prefect_local.sh, a process worker `--run-once`, a real DVC repo in a
+temp dir (git init + dvc init, this project's dvc.yaml and code), a real MLflow sqlite store.
+
+One tiny pipeline (2 motions, 8 frames at 32x48, a few training steps) is shared by the
+tests, in order: (a) deployment run, (b) ablations + comparison, (c) a corrupt video.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MOTIONS = ["rain", "helicopter"]
+F, H, W = 8, 32, 48
+
+TINY = {
+    "motions": MOTIONS,
+    "data.videos_dir": "data/videos",  # "user" videos, so a test can corrupt one
+    "data.eval_prompts": "data/prompts/test_eval.csv",
+    "data.min_videos": 4,
+    "world.videos_per_motion": 4, "world.frames": F, "world.height": H, "world.width": W,
+    "clips.frames": F, "clips.height": H, "clips.width": W, "clips.clips_per_video": 1,
+    "base_train.vae_steps": 5, "base_train.unet_steps": 5, "base_train.clip_steps": 5,
+    "base_train.batch_size": 4,
+    "train.steps": 3, "train.checkpoint_every": 50,
+    "sample.ddim_steps": 2, "sample.seeds": [0],
+    "model.device": "cpu",
+}
+
+
+def _set(raw: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    for p in parents:
+        raw = raw.setdefault(p, {})
+    raw[leaf] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sh(cmd, cwd, env, timeout=600, check=True) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} exited {p.returncode}\nstdout:\n{p.stdout[-4000:]}\nstderr:\n{p.stderr[-4000:]}")
+    return p
+
+
+def _write_videos(root: Path) -> None:
+    """4 training videos (+ captions.csv) per motion in data/videos/<motion>/, and 2 eval prompts per motion."""
+    from lamp_model import world
+    from lamp_model.video import write_mp4
+
+    for motion in MOTIONS:
+        folder = root / "data/videos" / motion
+        folder.mkdir(parents=True)
+        rows = [("file", "caption")]
+        for i, content in enumerate(world.training_contents(motion, 4, seed=0)):
+            write_mp4(world.render_video(motion, content, frames=F, height=H, width=W, seed=i),
+                      folder / f"{i:02d}.mp4")
+            rows.append((f"{i:02d}.mp4", content.caption(motion)))
+        with open(folder / "captions.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    prompts = root / "data/prompts/test_eval.csv"
+    prompts.parent.mkdir(parents=True, exist_ok=True)
+    with open(prompts, "w", newline="") as f:
+        csv.writer(f).writerows([("motion", "prompt"), ("rain", "rain falling on a red car"),
+                                 ("rain", "rain over a blue lake"), ("helicopter", "a helicopter over a city"),
+                                 ("helicopter", "a yellow helicopter in the sky")])
+
+
+class Project:
+    def __init__(self, root: Path, env: dict, api: str):
+        self.root, self.env, self.api = root, env, api
+
+    def run(self, *cmd, timeout=600, check=True):
+        return _sh(list(map(str, cmd)), self.root, self.env, timeout, check)
+
+    def python(self, code: str, timeout=600, check=True):
+        return self.run(BIN / "python", "-c", code, timeout=timeout, check=check)
+
+    def mlflow_runs(self, filter_string: str = ""):
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{self.root / 'mlflow.db'}")
+        exp = mlflow.get_experiment_by_name("lamp")
+        assert exp is not None, "no MLflow experiment 'lamp'"
+        return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lamp_project")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("lamp_model", "tasks", "flows", "scripts"):
+        shutil.copytree(REPO / d, root / d, ignore=ignore)
+    for f in ("dvc.yaml", "prefect.yaml"):
+        shutil.copy(REPO / f, root / f)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for k, v in TINY.items():
+        _set(raw, k, v)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/runs/\n/reports/ablations/\n/.prefect/\n"
+                                     "/checkpoints/\n__pycache__/\n")
+    _write_videos(root)
+
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(root / ".prefect"),
+           "PREFECT_API_URL": api, "PREFECT_PORT": str(port), "LAMP_WORKERS": "0", "LAMP_ROOT": str(root),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "PREFECT_LOGGING_LEVEL": "INFO", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env.pop("LAMP_MLFLOW_PARENT_RUN_ID", None)
+    p = Project(root, env, api)
+    p.run("git", "init", "-q")
+    p.run(BIN / "dvc", "init", "-q")
+    p.run("git", "add", "-A")
+    p.run("git", "commit", "-q", "-m", "tiny LAMP project")
+    try:
+        p.run("bash", "scripts/prefect_local.sh", "up", timeout=300)
+        yield p
+    finally:
+        _sh(["bash", "scripts/prefect_local.sh", "down"], root, env, timeout=120, check=False)
+
+
+def _outputs_present(root: Path) -> None:
+    for m in MOTIONS:
+        assert (root / "data/clips" / m / "clips.safetensors").is_file()
+        assert (root / "data/latents" / m / "latents.safetensors").is_file()
+        assert (root / "models/motions" / m / "motion.safetensors").is_file()
+        assert (root / "outputs/videos" / m / "index.csv").is_file()
+    assert json.loads((root / "reports/metrics.json").read_text())["overall"]["n_videos"] == 4
+    assert (root / "reports/summary.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_deployment_run_with_worker(project):
+    """`prefect deployment run` + a process worker --run-once: Completed, DVC outputs, nested MLflow runs."""
+    p = project
+    t0 = time.monotonic()
+    out = p.run(BIN / "prefect", "deployment", "run", "lamp-all-motions/default",
+                "--param", f"motions={json.dumps(MOTIONS)}").stdout
+    assert "Created flow run" in out, out
+    worker = p.run(BIN / "prefect", "worker", "start", "--pool", "lamp-local", "--run-once", timeout=900,
+                   check=False)
+    assert worker.returncode == 0, worker.stdout[-6000:] + worker.stderr[-6000:]
+
+    state = p.python(
+        "from prefect.client.orchestration import get_client\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    runs = c.read_flow_runs()\n"
+        "    top = [r for r in runs if r.parent_task_run_id is None and r.deployment_id]\n"
+        "    print(len(top), top[0].state.type.value)").stdout.split()
+    assert state == ["1", "COMPLETED"], state
+    _outputs_present(p.root)
+
+    # DVC and Prefect share one state: nothing left for `dvc repro`
+    status = p.run(BIN / "dvc", "status", "--json").stdout
+    assert json.loads(status) == {}, status
+    lock = yaml.safe_load((p.root / "dvc.lock").read_text())["stages"]
+    assert {f"tune@{m}" for m in MOTIONS} <= set(lock)
+
+    # MLflow: one pipeline run; a motion run per motion under it; every stage run nested
+    runs = p.mlflow_runs()
+    pipeline = runs[runs["tags.kind"] == "pipeline"]
+    assert len(pipeline) == 1 and pipeline["status"].iloc[0] == "FINISHED"
+    pid = pipeline["run_id"].iloc[0]
+    motion_runs = runs[(runs["tags.kind"] == "motion") & (runs["tags.mlflow.parentRunId"] == pid)]
+    assert sorted(motion_runs["tags.motion"]) == sorted(MOTIONS)
+    stages = runs[runs["tags.kind"] == "stage"]
+    top = stages[stages["tags.mlflow.parentRunId"] == pid]
+    assert sorted(top["tags.stage"]) == ["base", "metrics", "report", "world"]
+    for _, mr in motion_runs.iterrows():
+        nested = stages[stages["tags.mlflow.parentRunId"] == mr["run_id"]]
+        assert sorted(nested["tags.stage"]) == ["cache", "extract", "generate", "tune"]
+        assert set(nested["tags.motion"]) == {mr["tags.motion"]}
+    tune = stages[stages["tags.stage"] == "tune"].iloc[0]
+    assert tune["params.train.steps"] == "3" and len(tune["params.dvc.deps_hash"]) == 16
+    assert tune["params.git.commit"] not in ("", "none")
+    import mlflow
+
+    history = mlflow.tracking.MlflowClient().get_metric_history(tune["run_id"], "loss")
+    assert [h.step for h in history] == [0, 1, 2]
+    metrics = stages[stages["tags.stage"] == "metrics"].iloc[0]
+    assert "metrics.alignment" in metrics and "metrics.rain/alignment" in metrics
+    print(f"deployment run: {time.monotonic() - t0:.0f} s")
+
+
+@pytest.mark.slow
+def test_b_ablations_compare_from_mlflow(project):
+    """Ablation flow on 2 motions: comparison table rows = variants, values = MLflow metrics runs."""
+    p = project
+    variants = ["full", "no_shared_noise", "no_tsm"]
+    t0 = time.monotonic()
+    p.python("from flows.ablations import lamp_ablations\n"
+             f"print(lamp_ablations(motions={MOTIONS!r}, variants={variants!r}, overrides={{'train.steps': 2}}))",
+             timeout=900)
+    for v in variants:
+        for m in MOTIONS:
+            assert (p.root / "runs/ablations" / v / "outputs/videos" / m / "index.csv").is_file()
+        assert (p.root / "runs/ablations" / v / "reports/metrics.json").is_file()
+    # no_shared_noise only changes sampling: it reuses full's tuned weights
+    assert ((p.root / "runs/ablations/no_shared_noise/models/motions/rain/motion.safetensors").read_bytes()
+            == (p.root / "runs/ablations/full/models/motions/rain/motion.safetensors").read_bytes())
+    out = p.root / "reports/ablations"
+    with open(out / "comparison.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["variant"] for r in rows] == variants
+    runs = p.mlflow_runs("tags.stage = 'metrics' AND tags.variant != 'main'")
+    for r in rows:
+        mine = runs[runs["tags.variant"] == r["variant"]]
+        assert len(mine) == 1
+        for key in ("alignment", "consistency", "rain/alignment", "helicopter/consistency"):
+            assert float(r[key]) == pytest.approx(mine[f"metrics.{key}"].iloc[0], abs=1e-3)
+        on_disk = json.loads((p.root / "runs/ablations" / r["variant"] / "reports/metrics.json").read_text())
+        assert float(r["alignment"]) == pytest.approx(on_disk["overall"]["alignment"], abs=1e-3)
+    md = (out / "comparison.md").read_text()
+    assert "| variant |" in md and "| no_tsm |" in md and "## rain" in md
+    assert (out / "comparison.png").stat().st_size > 1000
+    # tune/generate runs are tagged per variant and nest under the variant's run
+    tunes = p.mlflow_runs("tags.stage = 'tune' AND tags.variant = 'no_tsm'")
+    assert sorted(tunes["tags.motion"]) == sorted(MOTIONS)
+    assert set(tunes["params.lamp.tsm"]) == {"False"}
+    # the main pipeline is untouched
+    assert json.loads(p.run(BIN / "dvc", "status", "--json").stdout) == {}
+    print(f"ablations: {time.monotonic() - t0:.0f} s")
+
+
+def _mtimes(root: Path, pattern: str) -> dict[str, float]:
+    return {str(f.relative_to(root)): f.stat().st_mtime for f in sorted(root.glob(pattern))}
+
+
+@pytest.mark.slow
+def test_c_corrupt_video_then_rerun_does_only_missing_work(project):
+    """A corrupt video fails its motion only; after fixing it, a re-run does only the missing work."""
+    p = project
+    t0 = time.monotonic()
+    # new work for both motions (another sampling seed) + one unusable helicopter video
+    params = yaml.safe_load((p.root / "params.yaml").read_text())
+    params["sample"]["seeds"] = [1]
+    (p.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    bad = p.root / "data/videos/helicopter/01.mp4"
+    good = bad.read_bytes()
+    bad.write_bytes(b"this is not a video" * 100)
+    tuned = _mtimes(p.root, "models/motions/*/motion.safetensors")
+
+    r1 = p.run(BIN / "python", "-m", "flows.all_motions", "--motions", *MOTIONS, check=False)
+    log1 = r1.stdout + r1.stderr
+    assert r1.returncode != 0
+    assert "1 of 2 motions failed: ['helicopter']" in log1, log1[-5000:]
+    assert "error: " in log1 and "01.mp4" in log1  # the stage's own error line reaches the flow
+    # rain completed its new work; helicopter stopped at extract
+    lock = yaml.safe_load((p.root / "dvc.lock").read_text())["stages"]
+    assert lock["generate@rain"]["params"]["params.yaml"]["sample"]["seeds"] == [1]
+    assert lock["generate@helicopter"]["params"]["params.yaml"]["sample"]["seeds"] == [0]
+    runs = p.mlflow_runs()
+    pipe = runs[runs["tags.kind"] == "pipeline"].sort_values("start_time").iloc[-1]
+    assert pipe["status"] == "FAILED" and pipe["tags.failed_motions"] == "helicopter"
+
+    bad.write_bytes(good)
+    rain_mtimes = _mtimes(p.root, "outputs/videos/rain/*")
+    r2 = p.run(BIN / "python", "-m", "flows.all_motions", "--motions", *MOTIONS, check=False)
+    assert r2.returncode == 0, (r2.stdout + r2.stderr)[-6000:]
+    assert json.loads(p.run(BIN / "dvc", "status", "--json").stdout) == {}
+    assert _mtimes(p.root, "models/motions/*/motion.safetensors") == tuned  # no tuning re-ran
+    assert _mtimes(p.root, "outputs/videos/rain/*") == rain_mtimes  # rain was done
+    runs = p.mlflow_runs()
+    pipe = runs[runs["tags.kind"] == "pipeline"].sort_values("start_time").iloc[-1]
+    assert pipe["status"] == "FINISHED"
+    motion_ids = set(runs[(runs["tags.kind"] == "motion") & (runs["tags.mlflow.parentRunId"] == pipe["run_id"])]
+                     ["run_id"])
+    ran = runs[(runs["tags.kind"] == "stage")
+               & runs["tags.mlflow.parentRunId"].isin(motion_ids | {pipe["run_id"]})]
+    ran_names = sorted(f"{s}@{m}" if m else s for s, m in zip(ran["tags.stage"], ran["tags.motion"]))
+    # only what was missing ran: helicopter's generate (its extract outputs come back from the DVC
+    # cache, or extract re-runs on the restored video), then metrics and report
+    assert set(ran_names) - {"extract@helicopter"} == {"generate@helicopter", "metrics", "report"}, ran_names
+    print(f"corrupt + rerun: {time.monotonic() - t0:.0f} s")
+
+
+@pytest.mark.slow
+def test_prefect_local_down_stops_cleanly(project):
+    """scripts/prefect_local.sh down stops the server by PID (SIGINT); the fixture's teardown is then a no-op."""
+    p = project
+    pid = int((p.root / ".prefect/run/server.pid").read_text())
+    os.kill(pid, 0)
+    p.run("bash", "scripts/prefect_local.sh", "down", timeout=120)
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not (p.root / ".prefect/run/server.pid").exists()
+
+
+# -- fast: the tracking hook of `python -m tasks.<stage>` and the failure message -----------------
+
+def _stage(root: Path, env: dict, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "python"), "-m", *args, "--root", str(root)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_stage_main_logs_mlflow_runs_nested_and_failed(tmp_path):
+    """A stage run through stage_main becomes an MLflow run (tags, params, metrics); with
+    LAMP_MLFLOW_PARENT_RUN_ID it nests; a bad-input failure is a FAILED run with the error;
+    tracking.enabled: false logs nothing."""
+    import mlflow
+
+    from lamp_model.config import load_params
+    from tasks import tracking
+    from tasks.prefect_tasks import error_message
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for k, v in {**TINY, "world.videos_per_motion": 1, "world.frames": 2, "world.height": 16,
+                 "world.width": 16, "data.videos_dir": "data/world/videos"}.items():
+        _set(raw, k, v)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if k not in (tracking.PARENT_ENV, tracking.VARIANT_ENV)}
+    params = load_params(tmp_path / "params.yaml")
+    parent = tracking.start_run(params, tmp_path, "pipeline", tags={"kind": "pipeline"})
+
+    ok = _stage(tmp_path, {**env, tracking.PARENT_ENV: parent}, "tasks.world")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    (tmp_path / "data/world/videos/rain/00.mp4").write_bytes(b"garbage")
+    for f in (tmp_path / "data/world/videos/rain").glob("0[1-9].mp4"):
+        f.unlink()
+    bad = _stage(tmp_path, env, "tasks.extract", "--motion", "rain")
+    assert bad.returncode == 1
+    msg, bad_input = error_message(bad.stdout + bad.stderr)
+    assert bad_input and msg.startswith("error: ") and "00.mp4" in msg
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(params, tmp_path))
+    assert tracking.tracking_uri(params, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    runs = mlflow.search_runs(experiment_names=["lamp"], filter_string="tags.kind = 'stage'")
+    world = runs[runs["tags.stage"] == "world"].iloc[0]
+    assert world["status"] == "FINISHED" and world["tags.mlflow.parentRunId"] == parent
+    assert world["tags.variant"] == "main" and world["params.world.frames"] == "2"
+    assert world["metrics.videos"] == 8.0 and world["metrics.duration_s"] > 0
+    extract = runs[runs["tags.stage"] == "extract"].iloc[0]
+    assert extract["status"] == "FAILED" and extract["tags.motion"] == "rain"
+    assert "00.mp4" in extract["tags.error"] and pd_isna(extract.get("tags.mlflow.parentRunId"))
+
+    raw["tracking"]["enabled"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    again = _stage(tmp_path, env, "tasks.world")
+    assert again.returncode == 0
+    assert len(mlflow.search_runs(experiment_names=["lamp"], filter_string="tags.kind = 'stage'")) == 2
+
+
+def pd_isna(v) -> bool:
+    return v is None or v != v
