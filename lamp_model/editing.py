@@ -13,6 +13,8 @@ The recipe, in order (the CLI chains these steps):
 """
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 import torch
@@ -22,12 +24,31 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .pipeline import LampPipeline
-from .video import fit_frames
+from .small import SDComponents
+from .video import fit_frames, sample_clips
+
+# The real preset (paper: ControlNet on canny edges with SD-XL).
+SDXL_CANNY_CONTROLNET = "diffusers/controlnet-canny-sdxl-1.0"
+
+
+def prepare_video(frames: np.ndarray, num_frames: int = 24, stride: int = 2, height: int = 320, width: int = 512,
+                  policy: str = "crop") -> np.ndarray:
+    """The clip to edit: `num_frames` frames every `stride` from the start, fitted to height x width.
+
+    Raises ValueError when the video is too short for num_frames at that stride.
+    """
+    frames = np.asarray(frames)
+    try:
+        (indices,) = sample_clips(len(frames), num_frames, stride, 1)
+    except ValueError:
+        raise ValueError(f"the video has {len(frames)} frames; editing {num_frames} frames at stride {stride} "
+                         f"needs {(num_frames - 1) * stride + 1}: lower --frames or --stride") from None
+    return fit_frames(frames[indices], height, width, policy)
 
 
 @torch.no_grad()
 def ddim_invert(pipe: LampPipeline, video_latents: torch.Tensor, num_inference_steps: int, prompt: str = "",
-                progress: bool = False) -> torch.Tensor:
+                refine: int = 0, progress: bool = False) -> torch.Tensor:
     """Deterministic DDIM inversion of video latents [1,c,f,h,w] -> noise latents [1,c,f,h,w].
 
     Mirrors `LampPipeline` sampling so that sampling from the result gives the
@@ -35,15 +56,25 @@ def ddim_invert(pipe: LampPipeline, video_latents: torch.Tensor, num_inference_s
     scheduler config), the UNet sees all frames, and frame 0 stays the clean z0
     throughout, exactly as it is pinned during sampling. Frame 0 of the result is
     therefore z0 (the pipeline replaces it by the first frame's latent anyway).
+
+    Plain DDIM inversion evaluates the UNet at x_{t-1} where sampling will evaluate
+    it at x_t, so it is exact only when the noise prediction barely changes between
+    steps. `refine` > 0 adds that many fixed-point iterations per step (re-evaluate
+    the UNet at the new x_t and redo the step; Pan et al. 2023), which makes the
+    DDIM sampler's step from x_t land on x_{t-1} much more exactly, at (1 + refine)
+    UNet calls per step.
     """
     inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config)
     inverse.set_timesteps(num_inference_steps, device=pipe.device)
-    text = pipe.encode_prompt([prompt] * len(video_latents))
+    text = pipe.encode_prompt([prompt] * len(video_latents)).to(pipe.unet.dtype)
     latents = video_latents.to(pipe.device, text.dtype)
     z0 = latents[:, :, :1]
     for t in tqdm(inverse.timesteps, desc="invert", leave=False, disable=not progress):
-        eps = pipe.unet(latents, t, text.to(pipe.unet.dtype)).sample.to(latents.dtype)
+        eps = pipe.unet(latents, t, text).sample.to(latents.dtype)
         moved = inverse.step(eps[:, :, 1:], t, latents[:, :, 1:]).prev_sample
+        for _ in range(refine):
+            eps = pipe.unet(torch.cat([z0, moved], dim=2), t, text).sample.to(latents.dtype)
+            moved = inverse.step(eps[:, :, 1:], t, latents[:, :, 1:]).prev_sample
         latents = torch.cat([z0, moved], dim=2)
     return latents
 
@@ -59,34 +90,90 @@ def build_small_controlnet(unet2d: UNet2DConditionModel) -> ControlNetModel:
     return ControlNetModel.from_unet(unet2d)
 
 
+def small_controlnet_pipeline(comps: SDComponents) -> StableDiffusionControlNetPipeline:
+    """An SD v1.x canny-ControlNet pipeline on the base model itself, built offline (tests, motion world).
+
+    Uses a copy of the base 2D UNet, so call it before (or independently of)
+    inflating `comps.unet` into a LampUNet. The ControlNet's zero convolutions make
+    it the plain base model until the ControlNet is trained.
+    """
+    unet2d = copy.deepcopy(comps.unet)
+    return StableDiffusionControlNetPipeline(
+        vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=unet2d,
+        controlnet=build_small_controlnet(unet2d).to(unet2d.device, unet2d.dtype), scheduler=comps.scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def load_sdxl_controlnet_pipeline(controlnet: str = SDXL_CANNY_CONTROLNET,
+                                  sdxl: str = "stabilityai/stable-diffusion-xl-base-1.0",
+                                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+                                  ) -> StableDiffusionXLControlNetPipeline:
+    """The paper's first-frame editor: SD-XL + a canny ControlNet, from folders or hub ids.
+
+    Offline without the weights: ModelUnavailableError saying what to download.
+    """
+    from .loading import _hub_kwargs, _unavailable
+
+    try:
+        net = ControlNetModel.from_pretrained(controlnet, dtype=dtype, **_hub_kwargs(controlnet))
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise _unavailable(controlnet, "canny ControlNet", e) from None
+    try:
+        pipe = StableDiffusionXLControlNetPipeline.from_pretrained(sdxl, controlnet=net, dtype=dtype,
+                                                                   **_hub_kwargs(sdxl))
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise _unavailable(sdxl, "SD-XL pipeline", e) from None
+    return pipe.to(device)
+
+
+def _render_size(h: int, w: int, sdxl: bool) -> tuple[int, int]:
+    """SD-XL draws badly far below its native ~1024x1024: render at that area, same aspect ratio."""
+    if not sdxl:
+        return h, w
+    scale = (1024 * 1024 / (h * w)) ** 0.5
+    return max(64, round(h * scale / 64) * 64), max(64, round(w * scale / 64) * 64)
+
+
 def edit_first_frame(controlnet_pipe: StableDiffusionControlNetPipeline | StableDiffusionXLControlNetPipeline,
                      image: np.ndarray, prompt: str, seed: int = 0, steps: int = 50, guidance: float = 7.5,
                      conditioning_scale: float = 1.0) -> np.ndarray:
     """Redraw `image` [h,w,3] (h, w multiples of 8) from `prompt`, keeping its canny edges.
 
-    Works with the SD v1.x and the SD-XL ControlNet pipelines (same call).
-    Returns uint8 [h,w,3]; deterministic per seed.
+    Works with the SD v1.x and the SD-XL ControlNet pipelines (same call); SD-XL
+    renders at its native ~1024^2 area (same aspect ratio) and the result is
+    fitted back to h x w. Returns uint8 [h,w,3]; deterministic per seed.
     """
     h, w = image.shape[:2]
-    out = controlnet_pipe(prompt, image=Image.fromarray(canny_edges(image)), height=h, width=w,
+    rh, rw = _render_size(h, w, isinstance(controlnet_pipe, StableDiffusionXLControlNetPipeline))
+    control = fit_frames(image[None], rh, rw)[0]
+    out = controlnet_pipe(prompt, image=Image.fromarray(canny_edges(control)), height=rh, width=rw,
                           num_inference_steps=steps, guidance_scale=guidance,
                           controlnet_conditioning_scale=conditioning_scale,
                           generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
-    return (out * 255).round().astype(np.uint8)
+    return fit_frames((out * 255).round().astype(np.uint8)[None], h, w)[0]
+
+
+def video_latents(pipe: LampPipeline, frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [f,h,w,3] -> VAE latents [1,c,f,h/8,w/8] (deterministic)."""
+    return pipe.encode_frames(frames).permute(1, 0, 2, 3)[None]
 
 
 def edit_video(pipe: LampPipeline, video_frames: np.ndarray, prompt: str, edited_first_frame: np.ndarray, *,
                height: int = 320, width: int = 512, num_inference_steps: int = 50, guidance_scale: float = 7.5,
-               adain: bool = True, histogram_matching: bool = True, progress: bool = False) -> np.ndarray:
+               adain: bool = True, histogram_matching: bool = True, resize_policy: str = "crop",
+               inverted: torch.Tensor | None = None, progress: bool = False) -> np.ndarray:
     """Regenerate `video_frames` [f,h,w,3] with `edited_first_frame` as frame 0 -> uint8 [f,height,width,3].
 
     `pipe.unet` should be tuned on this video first (see the module docstring).
-    Deterministic: the initial noise is the video's DDIM inversion, not random.
+    Deterministic: the initial noise is the video's DDIM inversion (empty prompt, no
+    guidance), not random, and no shared-noise mixing is applied. Pass `inverted`
+    (from `ddim_invert`, same step count) to reuse one inversion for several edits.
     """
-    frames = fit_frames(video_frames, height, width)
-    latents = pipe.encode_frames(frames).permute(1, 0, 2, 3)[None]  # [1,c,f,h,w]
-    noise = ddim_invert(pipe, latents, num_inference_steps, progress=progress)
-    out = pipe(prompt, edited_first_frame, num_frames=len(frames), height=height, width=width,
+    if inverted is None:
+        frames = fit_frames(video_frames, height, width, resize_policy)
+        inverted = ddim_invert(pipe, video_latents(pipe, frames), num_inference_steps, progress=progress)
+    out = pipe(prompt, fit_frames(edited_first_frame[None], height, width, resize_policy)[0],
+               num_frames=inverted.shape[2], height=height, width=width,
                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, adain=adain,
-               histogram_matching=histogram_matching, latents=noise, progress=progress)
+               histogram_matching=histogram_matching, latents=inverted, progress=progress)
     return out.frames[0]

@@ -18,25 +18,33 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .video import fit_frames
 
 
-def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    return fit_frames(image[None], height, width)[0]
+def _fit(image: np.ndarray, height: int, width: int, policy: str = "crop") -> np.ndarray:
+    return fit_frames(image[None], height, width, policy)[0]
 
 
-def from_image(image: str | Path | np.ndarray, height: int, width: int) -> np.ndarray:
-    """A user image (file path or array; grey, RGBA, any size) as the first frame."""
+def from_image(image: str | Path | np.ndarray, height: int, width: int, policy: str = "crop") -> np.ndarray:
+    """A user image (file path or array; grey, RGBA, any size) as the first frame.
+
+    policy: how to reach height x width (`fit_frames`): "crop" (cover + centre-crop,
+    default), "pad" (fit inside, black bars) or "resize" (stretch).
+    Raises FileNotFoundError for a missing file, ValueError for one that is not an image.
+    """
     if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ValueError(f"first-frame image array must be uint8 [h,w] or [h,w,c], got {image.dtype} "
+                             f"{image.shape}")
         pil = Image.fromarray(image)
     else:
         path = Path(image)
         if not path.is_file():
-            raise FileNotFoundError(f"first-frame image not found: {path}")
+            raise FileNotFoundError(f"image not found: {path}")
         try:
             with Image.open(path) as opened:
                 pil = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
                 pil.load()
         except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read first-frame image {path}: {err}") from err
-    return _fit(np.asarray(pil.convert("RGB")), height, width)
+            raise ValueError(f"{path}: not a readable image ({type(err).__name__}); pass a PNG/JPEG/... file") from None
+    return _fit(np.asarray(pil.convert("RGB")), height, width, policy)
 
 
 def _render(pipe, prompts: list[str], height: int, width: int, seed: int, **call_kwargs) -> list[np.ndarray]:

@@ -1,0 +1,3 @@
+from lamp.cli import app
+
+app(prog_name="lamp")

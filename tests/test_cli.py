@@ -1,0 +1,271 @@
+"""The `lamp` command line end to end on tiny models in a temp project (real files in and out).
+
+One module-scoped project: a tiny SD v1.x-shaped base model (random weights, saved
+like a Hugging Face folder), a tiny CLIP, motion-world videos written as mp4, and a
+params.yaml with 4 frames at 32x48 and a few steps. `lamp train` runs once (module
+fixture); generate / animate / score / edit use its checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from lamp.cli import app
+from lamp_model.metrics import ClipScorer
+from lamp_model.small import build_sd
+from lamp_model.unet import LampUNet
+from lamp_model.video import read_video, write_mp4
+from lamp_model.world import render_video, training_contents
+
+H, W, F = 32, 48, 4
+MOTION = "horse_run"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit code 1, a single `error: ...` line on stderr naming the fragments, no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    build_sd(root / "tok").save_pretrained(root / "models/base")
+    ClipScorer.small(embed_dim=32, image_size=32).save_pretrained(root / "models/clip")
+    videos = root / "videos" / MOTION
+    videos.mkdir(parents=True)
+    for i, content in enumerate(training_contents(MOTION, 3)):
+        write_mp4(render_video(MOTION, content, frames=8, height=H, width=W, seed=i), videos / f"v{i}.mp4")
+    (root / "prompts.csv").write_text("motion,prompt\nhorse_run,a red star running\n"
+                                      "horse_run,a blue circle running\n")
+    params = {
+        "motions": [MOTION],
+        "data": {"source": "folder", "videos_dir": "videos", "eval_prompts": "prompts.csv", "min_videos": 2,
+                 "use_captions": False},
+        "clips": {"frames": F, "stride": 1, "clips_per_video": 1, "height": H, "width": W},
+        "model": {"base": "models/base", "first_frame": "world", "device": "cpu"},
+        "train": {"steps": 3, "lr": 1e-3, "checkpoint_every": 100},
+        "sample": {"ddim_steps": 2, "seeds": [0]},
+        "metrics": {"clip_model": "models/clip"},
+        "tracking": {"enabled": False},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(project) -> Path:
+    """`lamp train` on the project's video folder -> the motion checkpoint."""
+    result = invoke("train", project / "videos" / MOTION, "--root", project, "--set", "train.steps=2")
+    assert result.exit_code == 0, result.stderr
+    ckpt = project / "models/motions" / MOTION / "motion.safetensors"
+    assert f"wrote {ckpt}" in result.stdout
+    return ckpt
+
+
+def test_train_writes_clips_latents_and_checkpoint(project, trained):
+    """train = extract -> cache -> tune through the stage functions; --set reaches the tuner."""
+    assert (project / "data/clips" / MOTION / "clips.safetensors").is_file()
+    assert (project / "data/latents" / MOTION / "latents.safetensors").is_file()
+    config = json.loads((trained.parent / "train_config.json").read_text())
+    assert config["train"]["steps"] == 2 and config["clips"] == 3
+    unet = LampUNet.from_unet2d(build_sd(project / "tok2").unet)
+    unet.load_motion(trained)  # a valid checkpoint of this base
+
+
+def test_generate_with_prompts_then_score(project, trained, tmp_path):
+    out = tmp_path / "gen"
+    result = invoke("generate", "--motion", MOTION, "--prompt", "a red star running", "--prompt",
+                    "a green square running", "--out", out, "--root", project)
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "index.csv")))
+    assert [r["prompt"] for r in rows] == ["a red star running", "a green square running"]
+    for r in rows:
+        frames, _ = read_video(out / r["mp4"])
+        assert frames.shape == (F, H, W, 3)
+        assert (out / r["gif"]).stat().st_size > 0 and (out / r["first_frame"]).is_file()
+        assert f"wrote {out / r['mp4']}" in result.stdout
+
+    scored = invoke("score", out, "--motion", MOTION, "--root", project)
+    assert scored.exit_code == 0, scored.stderr
+    per_video = list(csv.DictReader(open(out / "scores/per_video.csv")))
+    assert [r["prompt"] for r in per_video] == ["a red star running", "a green square running"]
+    assert all(-100 <= float(r["alignment"]) <= 100 and float(r["consistency"]) <= 100 for r in per_video)
+    assert all(0 <= float(r["first_frame_fidelity"]) <= 100 for r in per_video)
+    summary = json.loads((out / "scores/summary.json").read_text())
+    assert summary["n_videos"] == 2 and summary["diversity"] is not None
+
+
+def test_generate_eval_prompts_default(project, trained, tmp_path):
+    """Without --prompt: the motion's rows of data.eval_prompts, one video per prompt and seed."""
+    out = tmp_path / "gen"
+    result = invoke("generate", "-m", MOTION, "-o", out, "--root", project, "--set", "sample.seeds=[3]")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "index.csv")))
+    assert [(r["prompt"], r["seed"]) for r in rows] == [("a red star running", "3"), ("a blue circle running", "3")]
+
+
+def test_score_plain_folder_of_videos(project, tmp_path):
+    """Any folder of videos: prompt from --prompt, no first frames, no index.csv."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i, content in enumerate(training_contents(MOTION, 2)):
+        write_mp4(render_video(MOTION, content, frames=6, height=H, width=W, seed=i), folder / f"c{i}.mp4")
+    result = invoke("score", folder, "--prompt", "a horse running", "--out", tmp_path / "s", "--root", project)
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "s/per_video.csv")))
+    assert [r["file"] for r in rows] == ["c0.mp4", "c1.mp4"]
+    assert {r["prompt"] for r in rows} == {"a horse running"}
+
+
+@pytest.mark.parametrize("policy", ["crop", "pad"])
+def test_animate_any_size_image(project, trained, tmp_path, policy):
+    """A tall RGBA image of another aspect ratio is fitted (crop: no bars; pad: black bars) and animated."""
+    rng = np.random.default_rng(0)
+    img = np.concatenate([rng.integers(60, 255, (70, 30, 3)), np.full((70, 30, 1), 255)], axis=2)
+    Image.fromarray(img.astype(np.uint8), "RGBA").save(tmp_path / "tall.png")
+    out = tmp_path / "anim"
+    result = invoke("animate", tmp_path / "tall.png", "--motion", trained, "--prompt", "a star running",
+                    "--out", out, "--resize-policy", policy, "--root", project)
+    assert result.exit_code == 0, result.stderr
+    frames, _ = read_video(out / "tall.mp4")
+    assert frames.shape == (F, H, W, 3)
+    assert (out / "tall.gif").stat().st_size > 0
+    first = np.asarray(Image.open(out / "tall_first_frame.png"))
+    assert first.shape == (H, W, 3)
+    side_bars = first[:, :5].max()  # a 30x70 image padded to 48x32 leaves black columns left and right
+    assert (side_bars == 0) if policy == "pad" else (side_bars > 0)
+    for path in (out / "tall.mp4", out / "tall.gif"):
+        assert f"wrote {path}" in result.stdout
+
+
+def test_edit_video(project, tmp_path):
+    """Tune on one video, invert, edit frame 0 with the small ControlNet, regenerate."""
+    video = tmp_path / "src_clip.mp4"
+    write_mp4(render_video(MOTION, training_contents(MOTION, 1)[0], frames=9, height=40, width=64), video)
+    out = tmp_path / "edit"
+    result = invoke("edit", video, "--prompt", "a blue circle running", "--frames", F, "--stride", 2,
+                    "--tune-steps", 2, "--steps", 2, "--out", out, "--root", project,
+                    "--set", "model.first_frame_steps=2")
+    assert result.exit_code == 0, result.stderr
+    edited, _ = read_video(out / "src_clip_edited.mp4")
+    source, _ = read_video(out / "src_clip_source.mp4")
+    assert edited.shape == source.shape == (F, H, W, 3)
+    assert (out / "src_clip_edited.gif").is_file() and (out / "src_clip_first_frame.png").is_file()
+    unet = LampUNet.from_unet2d(build_sd(tmp_path / "tok").unet)
+    unet.load_motion(out / "src_clip_motion.safetensors")
+
+
+def test_edit_with_given_first_frame(project, tmp_path):
+    video = tmp_path / "v.mp4"
+    write_mp4(render_video(MOTION, training_contents(MOTION, 1)[0], frames=4, height=H, width=W), video)
+    Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(tmp_path / "e.png")
+    result = invoke("edit", video, "-p", "x", "--first-frame", tmp_path / "e.png", "--frames", 4, "--stride", 1,
+                    "--tune-steps", 0, "--steps", 1, "-o", tmp_path / "o", "--root", project)
+    assert result.exit_code == 0, result.stderr
+    first = np.asarray(Image.open(tmp_path / "o/v_first_frame.png"))
+    assert first.shape == (H, W, 3) and (first == 200).all()
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+def test_missing_image(project, trained, tmp_path):
+    result = invoke("animate", tmp_path / "nope.png", "--motion", trained, "--prompt", "x", "--root", project)
+    assert_one_line_error(result, "nope.png", "not found")
+
+
+def test_image_that_is_not_an_image(project, trained, tmp_path):
+    (tmp_path / "fake.png").write_text("hello")
+    result = invoke("animate", tmp_path / "fake.png", "--motion", trained, "--prompt", "x", "--root", project)
+    assert_one_line_error(result, "fake.png", "not a readable image")
+
+
+def test_unreadable_video(project, tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    result = invoke("edit", tmp_path / "broken.mp4", "--prompt", "x", "--root", project)
+    assert_one_line_error(result, "broken.mp4")
+
+
+def test_checkpoint_from_incompatible_base(project, tmp_path):
+    """A motion tuned on a UNet with other widths does not load into the project's base."""
+    other = LampUNet.from_unet2d(build_sd(tmp_path / "tok", unet_channels=(16, 32)).unet)
+    other.save_motion(tmp_path / "other.safetensors")
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "img.png")
+    result = invoke("animate", tmp_path / "img.png", "--motion", tmp_path / "other.safetensors", "--prompt", "x",
+                    "--root", project)
+    assert_one_line_error(result, "other.safetensors", "does not fit this UNet", "another base model")
+
+
+def test_checkpoint_not_safetensors(project, tmp_path):
+    (tmp_path / "motion.safetensors").write_bytes(b"PK\x03\x04 this is a zip, not safetensors" * 10)
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "img.png")
+    result = invoke("animate", tmp_path / "img.png", "--motion", tmp_path / "motion.safetensors", "--prompt", "x",
+                    "--root", project)
+    assert_one_line_error(result, "motion.safetensors", "not a safetensors motion checkpoint")
+
+
+def test_bad_params_override(project, trained, tmp_path):
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "img.png")
+    result = invoke("animate", tmp_path / "img.png", "--motion", trained, "--prompt", "x", "--root", project,
+                    "--set", "sample.ddim_steps=-3")
+    assert_one_line_error(result, "sample.ddim_steps", "-3")
+    result = invoke("animate", tmp_path / "img.png", "--motion", trained, "--prompt", "x", "--root", project,
+                    "--set", "sample.ddim_steps")
+    assert_one_line_error(result, "KEY=VALUE")
+
+
+def test_train_missing_folder_and_too_few_videos(project, tmp_path):
+    assert_one_line_error(invoke("train", tmp_path / "absent", "--root", project), "absent")
+    (tmp_path / "rain").mkdir()
+    write_mp4(render_video("rain", training_contents("rain", 1)[0], frames=6, height=H, width=W),
+              tmp_path / "rain/a.mp4")
+    assert_one_line_error(invoke("train", tmp_path / "rain", "--root", project), "rain")
+
+
+def test_generate_without_checkpoint(project, tmp_path):
+    result = invoke("generate", "--motion", "rain", "--prompt", "x", "--root", project)
+    assert_one_line_error(result, "motion.safetensors", "lamp train")
+
+
+def test_debug_shows_the_traceback(project, trained, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        invoke("animate", tmp_path / "nope.png", "--motion", trained, "--prompt", "x", "--debug")
+
+
+def test_help_of_every_command_runs_as_module():
+    """`python -m lamp` works (the console script `lamp` is the same app) and every command has examples."""
+    out = subprocess.run([sys.executable, "-m", "lamp", "--help"], capture_output=True, text=True, check=True)
+    commands = ("train", "generate", "animate", "edit", "score", "compare", "pipeline")
+    assert all(c in out.stdout for c in commands)
+    for c in commands:
+        result = CliRunner().invoke(app, [c, "--help"])
+        assert result.exit_code == 0 and "Example" in result.stdout and "--params" in result.stdout
+
+
+def test_compare_without_ablation_runs(project):
+    """No ablation runs in the project's MLflow store: a one-line error saying to run the ablations."""
+    assert_one_line_error(invoke("compare", "--root", project), "ablations")
+
+
+def test_flow_commands_refuse_overrides(project):
+    """pipeline/compare run the flows, which read ROOT/params.yaml: --set cannot reach them, so it is refused."""
+    assert_one_line_error(invoke("pipeline", "--root", project, "--set", "train.steps=1"), "params.yaml")
+    assert_one_line_error(invoke("pipeline", MOTION, "rain", "--root", project), "rain")
