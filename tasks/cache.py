@@ -20,8 +20,7 @@ from lamp_model.config import Params
 from lamp_model.io import atomic_write
 from lamp_model.loading import load_vae, resolve_device, resolve_dtype
 from lamp_model.pipeline import encode_frames
-from tasks.base import model_source
-from tasks.common import Layout, StageError, stage_main
+from tasks.common import Layout, StageError, model_source, stage_main
 
 log = logging.getLogger("lamp")
 

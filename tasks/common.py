@@ -139,6 +139,12 @@ def read_eval_prompts(path: Path, motions: list[str] | None = None) -> dict[str,
     return out
 
 
+def model_source(root: Path, name: str) -> str:
+    """A model path in params.yaml is relative to the project root; anything else is a hub id."""
+    local = Path(root) / name
+    return str(local) if local.exists() else name
+
+
 def fingerprint(*parts) -> str:
     """Short stable hash of JSON-able parts (settings, file digests): names a checkpoint folder."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]

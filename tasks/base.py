@@ -1,0 +1,196 @@
+"""Stage `base`: the motion world's own text-to-image base model (the stand-in for SD v1.4).
+
+No pretrained weights can be downloaded here, so with data.source = world this
+stage trains a small SD-shaped model on single frames + captions of the world's
+training videos (VAE first, then UNet + text encoder) and a small CLIP for the
+metrics, and writes them to models/world/{base,clip}. With real weights it trains
+nothing: it checks that they load (a clear ModelUnavailableError offline) and
+writes models/world/NOT_USED.txt so the DVC output exists.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from lamp_model import base_training, world
+from lamp_model.config import Params
+from lamp_model.io import atomic_write
+from lamp_model.loading import load_sd_components, resolve_dtype
+from lamp_model.metrics import ClipScorer, retrieval_accuracy, train_contrastive
+from lamp_model.small import build_sd
+from lamp_model.video import fit_frames, make_contact_sheet, read_video
+from tasks.common import Layout, StageError, model_source, stage_main
+
+log = logging.getLogger("lamp")
+
+SAMPLES_PER_MOTION = 4  # sample sheet: 2 training captions + 2 held-out eval prompts per motion
+
+
+def _is_under(root: Path, name: str, folder: Path) -> bool:
+    return (Path(root) / name).resolve().is_relative_to(folder.resolve())
+
+
+def run(params: Params, root: Path, motion: str | None = None, run_dir: str = "") -> dict:
+    layout = Layout(Path(root), run_dir)
+    out = layout.world_models
+    world_base = _is_under(layout.root, params.model.base, out)
+    if params.data.source != "world":
+        if world_base:
+            raise StageError(f"params.yaml: model.base = {params.model.base} is the motion world's own base, "
+                             "trained only with data.source: world; for your own videos set model.base to "
+                             "SD v1.x weights (see configs/real.yaml)")
+        return _check_real(params, layout)
+    if not world_base:
+        return _check_real(params, layout)
+    return _train_world(params, layout)
+
+
+def _check_real(params: Params, layout: Layout) -> dict:
+    """Real weights: nothing to train; fail early (and clearly) when they cannot be loaded."""
+    source = model_source(layout.root, params.model.base)
+    log.info("model.base = %s: real weights, no base training; checking they load", source)
+    load_sd_components(source, "cpu", resolve_dtype(params.model.dtype))  # ModelUnavailableError offline
+    note = layout.world_models / "NOT_USED.txt"
+    with atomic_write(note) as tmp:
+        tmp.write_text(f"model.base = {params.model.base} (real weights): the motion world's base model "
+                       "is not trained or used.\n")
+    return {"trained": False, "base": source, "outputs": [str(note)]}
+
+
+def _read_world_frames(params: Params, layout: Layout) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    """All frames of every motion's training videos at clips size, one caption per frame."""
+    h, w = params.clips.height, params.clips.width
+    frames, captions, by_motion = [], [], {}
+    for motion in params.motions:
+        folder = layout.world_videos / motion
+        caption_file = folder / "captions.csv"
+        if not caption_file.is_file():
+            raise StageError(f"{caption_file}: not found; render the motion world first "
+                             "(`dvc repro world` or `python -m tasks.world`)")
+        with open(caption_file, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"file", "caption"} <= set(rows[0]):
+            raise StageError(f"{caption_file}: needs the columns file,caption and one row per video")
+        by_motion[motion] = [r["caption"] for r in rows]
+        for r in tqdm(rows, desc=f"base: read {motion}", leave=False):
+            video, _ = read_video(folder / r["file"])
+            video = fit_frames(video, h, w, params.clips.resize_policy)
+            frames.append(video)
+            captions += [r["caption"]] * len(video)
+    return np.concatenate(frames), captions, by_motion
+
+
+def _save_folder(save, folder: Path) -> None:
+    """Write a model folder next to its final place, then swap it in (readers never see half a model)."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def _train_world(params: Params, layout: Layout) -> dict:
+    bt, out = params.base_train, layout.world_models
+    images, captions, by_motion = _read_world_frames(params, layout)
+    log.info("base: %d frames (%dx%d) with %d distinct captions from %d motions", len(images),
+             images.shape[1], images.shape[2], len(set(captions)), len(by_motion))
+    # Shuffled once (seeded): the VAE's scaling factor is estimated on the first frames.
+    perm = np.random.default_rng(bt.seed).permutation(len(images))
+    images, captions = images[perm], [captions[i] for i in perm]
+
+    times = {}
+    with tempfile.TemporaryDirectory() as tok_dir:
+        comps = build_sd(tok_dir, unet_channels=tuple(bt.unet_channels), text_dim=bt.text_dim, heads=bt.heads,
+                         seed=bt.seed)
+    t0 = time.perf_counter()
+    vae_losses = base_training.train_vae(comps, images, steps=bt.vae_steps, batch_size=bt.batch_size, lr=bt.lr,
+                                         seed=bt.seed)
+    times["vae_s"] = time.perf_counter() - t0
+    vae_psnr = _vae_psnr(comps, images[:64])
+    log.info("base: VAE %d steps in %.0f s, reconstruction PSNR %.1f dB", bt.vae_steps, times["vae_s"], vae_psnr)
+    t0 = time.perf_counter()
+    unet_losses = base_training.train_text_to_image(comps, images, captions, steps=bt.unet_steps,
+                                                    batch_size=bt.batch_size, lr=bt.lr, seed=bt.seed)
+    times["unet_s"] = time.perf_counter() - t0
+    _save_folder(comps.save_pretrained, out / "base")
+    log.info("base: UNet + text encoder %d steps in %.0f s; saved %s", bt.unet_steps, times["unet_s"], out / "base")
+
+    t0 = time.perf_counter()
+    scorer = ClipScorer.small(image_size=min(images.shape[1:3]) // 8 * 8, seed=bt.seed)
+    clip_losses = train_contrastive(scorer, images, captions, steps=bt.clip_steps, seed=bt.seed)
+    times["clip_s"] = time.perf_counter() - t0
+    clip_acc = retrieval_accuracy(scorer, images[:256], captions[:256])
+    _save_folder(scorer.save_pretrained, out / "clip")
+    log.info("base: CLIP %d steps in %.0f s, caption retrieval %.2f; saved %s", bt.clip_steps, times["clip_s"],
+             clip_acc, out / "clip")
+
+    t0 = time.perf_counter()
+    sheet, sample_prompts = _sample_sheet(comps, params, by_motion)
+    times["samples_s"] = time.perf_counter() - t0
+    sheet_path = out / "base_samples.png"
+    with atomic_write(sheet_path) as tmp:
+        Image.fromarray(sheet).save(tmp)
+
+    def last(losses):
+        return float(np.mean(losses[-50:])) if losses else float("nan")
+
+    metrics = {"vae_loss": last(vae_losses), "vae_psnr_db": vae_psnr, "unet_loss": last(unet_losses),
+               "clip_loss": last(clip_losses), "clip_retrieval_acc": clip_acc}
+    summary = {"frames": len(images), "captions": len(set(captions)), "motions": list(by_motion),
+               "size": list(images.shape[1:3]), "settings": bt.model_dump(), "metrics": metrics,
+               "seconds": {k: round(v, 1) for k, v in times.items()}, "sample_prompts": sample_prompts,
+               "loss_curves_every_10": {"vae": vae_losses[::10], "unet": unet_losses[::10],
+                                        "clip": clip_losses[::10]}}
+    summary_path = out / "base_train.json"
+    with atomic_write(summary_path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    outputs = [str(out / "base"), str(out / "clip"), str(summary_path), str(sheet_path)]
+    return {"trained": True, "frames": len(images), "outputs": outputs, "metrics": metrics,
+            "artifacts": [str(sheet_path), str(summary_path)], "seconds": summary["seconds"]}
+
+
+@torch.no_grad()
+def _vae_psnr(comps, images: np.ndarray) -> float:
+    """Reconstruction PSNR (dB): the VAE is frozen for LAMP, so it must reproduce world frames well."""
+    x = base_training._pixels(images)
+    recon = comps.vae.decode(comps.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    mse = float(((recon - x) / 2).pow(2).mean())
+    return float(10 * np.log10(1.0 / max(mse, 1e-10)))
+
+
+def _sample_sheet(comps, params: Params, by_motion: dict[str, list[str]]) -> tuple[np.ndarray, list[dict]]:
+    """One row per motion: base-model images for 2 training captions and 2 held-out eval prompts."""
+    pipe = comps.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    rows, labels, prompts_used = [], [], []
+    for motion, captions in tqdm(by_motion.items(), desc="base: samples", leave=False):
+        held_out = [c.caption(motion) for c in world.eval_contents(motion, 2, params.world.seed)] \
+            if motion in world.MOTIONS else []
+        prompts = (captions[:SAMPLES_PER_MOTION - len(held_out)] + held_out)[:SAMPLES_PER_MOTION]
+        images = []
+        for i, prompt in enumerate(prompts):
+            generator = torch.Generator().manual_seed(params.seed + i)
+            image = pipe(prompt, height=params.clips.height, width=params.clips.width, generator=generator,
+                         num_inference_steps=params.sample.ddim_steps, guidance_scale=params.sample.guidance_scale,
+                         output_type="np").images[0]
+            images.append((image * 255).round().astype(np.uint8))
+        rows.append(np.stack(images))
+        labels.append(f"{motion}: {len(prompts) - len(held_out)} training captions, {len(held_out)} held-out")
+        prompts_used.append({"motion": motion, "prompts": prompts})
+    return make_contact_sheet(rows, labels, frames_per_row=SAMPLES_PER_MOTION), prompts_used
+
+
+if __name__ == "__main__":
+    stage_main(run, per_motion=False)
