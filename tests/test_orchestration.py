@@ -149,7 +149,6 @@ def _outputs_present(root: Path) -> None:
     assert (root / "reports/summary.md").is_file()
 
 
-@pytest.mark.slow
 def test_a_deployment_run_with_worker(project):
     """`prefect deployment run` + a process worker --run-once: Completed, DVC outputs, nested MLflow runs."""
     p = project
@@ -202,7 +201,6 @@ def test_a_deployment_run_with_worker(project):
     print(f"deployment run: {time.monotonic() - t0:.0f} s")
 
 
-@pytest.mark.slow
 def test_b_ablations_compare_from_mlflow(project):
     """Ablation flow on 2 motions: comparison table rows = variants, values = MLflow metrics runs."""
     p = project
@@ -246,7 +244,6 @@ def _mtimes(root: Path, pattern: str) -> dict[str, float]:
     return {str(f.relative_to(root)): f.stat().st_mtime for f in sorted(root.glob(pattern))}
 
 
-@pytest.mark.slow
 def test_c_corrupt_video_then_rerun_does_only_missing_work(project):
     """A corrupt video fails its motion only; after fixing it, a re-run does only the missing work."""
     p = project
@@ -294,7 +291,6 @@ def test_c_corrupt_video_then_rerun_does_only_missing_work(project):
     print(f"corrupt + rerun: {time.monotonic() - t0:.0f} s")
 
 
-@pytest.mark.slow
 def test_prefect_local_down_stops_cleanly(project):
     """scripts/prefect_local.sh down stops the server by PID (SIGINT); the fixture's teardown is then a no-op."""
     p = project
