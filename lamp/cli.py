@@ -131,10 +131,7 @@ def _source(root: Path, name: str) -> str:
 def _device(params):
     from lamp_model.loading import resolve_device, resolve_dtype
 
-    try:
-        device = resolve_device(params.model.device)
-    except RuntimeError as e:
-        raise CliError(f"params: {e}") from None
+    device = resolve_device(params.model.device)
     dtype = resolve_dtype(params.model.dtype) if device.type == "cuda" else resolve_dtype("float32")
     return device, dtype
 

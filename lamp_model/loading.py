@@ -17,6 +17,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from .config import ParamsError
 from .errors import ModelUnavailableError
 from .small import SDComponents
 
@@ -24,8 +25,9 @@ from .small import SDComponents
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("model.device = cuda, but no CUDA GPU is visible; set model.device: cpu or auto")
+    if name == "cuda" and not torch.cuda.is_available():  # a params value this machine cannot honour
+        raise ParamsError("params.yaml: model.device = 'cuda', but no CUDA GPU is visible; "
+                          "set model.device: cpu or auto")
     return torch.device(name)
 
 

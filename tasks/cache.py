@@ -38,10 +38,7 @@ def run(params: Params, root: Path, motion: str | None = None) -> dict:
         raise StageError(f"{manifest_file}: {len(captions)} clips listed, {clips_file.name} holds {len(frames)}; "
                          "rerun the extract stage")
 
-    try:
-        device, dtype = resolve_device(params.model.device), resolve_dtype(params.model.dtype)
-    except RuntimeError as e:  # model.device: cuda without a GPU
-        raise StageError(f"params.yaml: {e}") from None
+    device, dtype = resolve_device(params.model.device), resolve_dtype(params.model.dtype)
     source = model_source(layout.root, params.model.base)
     vae = load_vae(source, device, dtype)
     log.info("encoding %d clips %s with the VAE of %s on %s (%s)", len(frames), list(frames.shape[1:]), source,

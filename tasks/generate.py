@@ -73,10 +73,7 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     prompts = read_eval_prompts(prompts_file, params.motions).get(motion, [])
     if not prompts:
         raise StageError(f"{prompts_file}: no prompts for motion '{motion}'; add rows '{motion},<prompt>'")
-    try:
-        device = resolve_device(params.model.device)
-    except RuntimeError as e:
-        raise StageError(f"params.yaml: {e}") from None
+    device = resolve_device(params.model.device)
     dtype = resolve_dtype(params.model.dtype) if device.type == "cuda" else torch.float32  # no fp16 on CPU
     source = model_source(layout.root, params.model.base)
     comps = load_sd_components(source, device, dtype)

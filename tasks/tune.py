@@ -66,10 +66,7 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     layout = Layout(Path(root), run_dir)
     latents, captions, latents_file = read_latents(layout, motion)
     texts = captions if params.data.use_captions else [params.motion_prompt(motion)]
-    try:
-        device = resolve_device(params.model.device)
-    except RuntimeError as e:
-        raise StageError(f"params.yaml: {e}") from None
+    device = resolve_device(params.model.device)
     source = model_source(layout.root, params.model.base)
     comps = load_sd_components(source, device, torch.float32)  # trained in fp32 (autocast on CUDA)
     switches = params.lamp.model_dump()

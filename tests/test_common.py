@@ -35,3 +35,15 @@ def test_the_papers_eval_set_has_48_prompts_over_8_motions():
 
     prompts = read_eval_prompts(Path(__file__).resolve().parent.parent / "data/prompts/eval.csv", None)
     assert len(prompts) == 8 and all(len(p) == 6 for p in prompts.values())
+
+
+def test_cuda_without_a_gpu_is_a_params_error_naming_the_field():
+    import torch
+
+    from lamp_model.config import ParamsError
+    from lamp_model.loading import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(ParamsError, match="model.device = 'cuda'.*set model.device: cpu or auto"):
+        resolve_device("cuda")
