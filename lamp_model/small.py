@@ -85,10 +85,14 @@ def small_unet_config(channels=(32, 64), cross_attention_dim=32, heads=1, layers
                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1))
 
 
-def small_vae_config(channels=(32, 32, 64, 64)) -> dict:
-    """An 8x-downsampling VAE (one block per factor 2, plus the last) like SD's, tiny width."""
+def small_vae_config(channels=(32, 32, 64, 64), latent_channels=4) -> dict:
+    """An 8x-downsampling VAE (one block per factor 2, plus the last) like SD's, tiny width.
+
+    SD's VAE has 4 latent channels; a tiny VAE keeps small objects better with more
+    (the motion world uses 8: see base_train.vae_latent_channels).
+    """
     n = len(channels)
-    return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(channels),
+    return dict(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=tuple(channels),
                 down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
                 layers_per_block=1, norm_num_groups=min(32, channels[0]), mid_block_add_attention=False,
                 sample_size=64)
@@ -102,11 +106,13 @@ def small_text_config(hidden_size=32, layers=2, heads=2, projection_dim=None) ->
 
 
 def build_sd(tokenizer_dir: str | Path, *, unet_channels=(32, 64), text_dim=32, text_layers=2, heads=1,
-             vae_channels=(32, 32, 64, 64), seed: int = 0) -> SDComponents:
+             vae_channels=(32, 32, 64, 64), latent_channels=4, seed: int = 0) -> SDComponents:
     """A randomly initialised SD v1.x-shaped model at small width (offline)."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**small_unet_config(unet_channels, text_dim, heads))
-    vae = AutoencoderKL(**small_vae_config(vae_channels))
+    unet_config = small_unet_config(unet_channels, text_dim, heads)
+    unet_config.update(in_channels=latent_channels, out_channels=latent_channels)
+    unet = UNet2DConditionModel(**unet_config)
+    vae = AutoencoderKL(**small_vae_config(vae_channels, latent_channels))
     text_encoder = CLIPTextModel(small_text_config(text_dim, text_layers))
     return SDComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=build_tokenizer(tokenizer_dir),
                         scheduler=DDIMScheduler(**SD_SCHEDULE))

@@ -1,0 +1,146 @@
+"""Does LAMP learn motion in the motion world? The whole method in one process.
+
+Renders the world, trains the base model (VAE, then UNet + text encoder), tunes
+one LampUNet per motion and generates the 48 held-out eval prompts, then prints
+motion accuracy (optical-flow nearest centroid, chance 1/8) of:
+  - the raw held-out clips (the score's own ceiling),
+  - the same clips round-tripped through the trained VAE (what a frozen VAE allows),
+  - videos of the untuned inflated model (zero-initialised temporal layers),
+  - videos of the tuned models, per training seed.
+Same lamp_model functions as the DVC stages (no files, no ffmpeg, no CLIP), so
+settings can be explored quickly on any device; the DVC pipeline is the reference.
+
+    python -m benchmarks.world_motion --vae-steps 600 --unet-steps 1500 --tune-steps 150 --seeds 0,1,2
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.common import machine_info
+from benchmarks.world_vae import evaluate, render
+from lamp_model import world
+from lamp_model.base_training import train_text_to_image, train_vae
+from lamp_model.motion_score import MotionCentroids, motion_descriptor
+from lamp_model.pipeline import LampPipeline
+from lamp_model.small import build_sd
+from lamp_model.training import TrainSettings, train_motion
+from lamp_model.unet import LampUNet
+
+
+def train_base(args, frames: np.ndarray, captions: list[str], device) -> tuple:
+    with tempfile.TemporaryDirectory() as tok:
+        comps = build_sd(tok, unet_channels=tuple(args.unet_channels), text_dim=32, heads=1,
+                         latent_channels=args.latent_channels, seed=0)
+    for part in (comps.vae, comps.unet, comps.text_encoder):
+        part.to(device)
+    t0 = time.perf_counter()
+    train_vae(comps, frames, steps=args.vae_steps, batch_size=args.batch_size, lr=args.lr, seed=0)
+    t_vae = time.perf_counter() - t0
+    train_text_to_image(comps, frames, captions, steps=args.unet_steps, batch_size=args.batch_size, lr=args.lr,
+                        seed=0)
+    return comps, t_vae, time.perf_counter() - t0 - t_vae
+
+
+def clip_latents(pipe: LampPipeline, clips: list[np.ndarray]) -> torch.Tensor:
+    """[n,c,f,h,w] like the cache stage (VAE mean x scaling factor)."""
+    return torch.stack([pipe.encode_frames(c).permute(1, 0, 2, 3) for c in clips]).float()
+
+
+@torch.no_grad()
+def generate(pipe: LampPipeline, prompts: list[str], args) -> list[np.ndarray]:
+    videos = []
+    for i, prompt in enumerate(prompts):
+        first = world.render_first_frame(prompt, height=args.height, width=args.width, seed=0)
+        g = torch.Generator().manual_seed(i)
+        videos.append(pipe(prompt, first, num_frames=16, height=args.height, width=args.width,
+                           num_inference_steps=args.ddim_steps, guidance_scale=args.guidance, alpha=args.alpha,
+                           generator=g, progress=False).frames[0])
+    return videos
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--videos", type=int, default=12)
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--latent-channels", type=int, default=4)
+    p.add_argument("--unet-channels", type=lambda s: [int(v) for v in s.split(",")], default=[32, 64])
+    p.add_argument("--vae-steps", type=int, default=600)
+    p.add_argument("--unet-steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--tune-steps", type=int, default=150)
+    p.add_argument("--tune-lr", type=float, default=1e-3)
+    p.add_argument("--seeds", default="0", help="tuning seeds (one tuned model per motion per seed)")
+    p.add_argument("--ddim-steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--alpha", type=float, default=0.2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+
+    frames, train_clips, eval_clips = render(args.videos, args.height, args.width)
+    captions = [c.caption(m) for m in world.MOTIONS for c in world.training_contents(m, args.videos)
+                for _ in range(24)]
+    centroids = MotionCentroids().fit({m: [motion_descriptor(c) for c in cs] for m, cs in train_clips.items()})
+    comps, t_vae, t_unet = train_base(args, frames, captions, device)
+    vae_eval = evaluate(comps.vae, eval_clips, centroids)
+    print(f"base: VAE {t_vae:.0f} s, UNet {t_unet:.0f} s; VAE round trip PSNR {vae_eval['psnr_db']:.1f} dB, "
+          f"motion accuracy {vae_eval['round_trip_motion_accuracy']:.3f}", flush=True)
+    prompts = {m: [c.caption(m) for c in world.eval_contents(m, 6)] for m in world.MOTIONS}
+    clip_captions = {m: [c.caption(m) for c in world.training_contents(m, args.videos) for _ in range(2)]
+                     for m in world.MOTIONS}
+
+    def accuracy(videos: dict[str, list[np.ndarray]]) -> tuple[float, dict]:
+        per = {m: float(np.mean([centroids.predict(motion_descriptor(v)) == m for v in vs]))
+               for m, vs in videos.items()}
+        return float(np.mean(list(per.values()))), per
+
+    untuned = {}
+    for m in world.MOTIONS:
+        pipe = LampPipeline(comps.vae, comps.text_encoder, comps.tokenizer, LampUNet.from_unet2d(copy.deepcopy(comps.unet)),
+                            comps.scheduler).to(device)
+        untuned[m] = generate(pipe, prompts[m], args)
+    untuned_acc, untuned_per = accuracy(untuned)
+    print(f"untuned: motion accuracy {untuned_acc:.3f}", flush=True)
+
+    runs = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        videos, t_tune = {}, 0.0
+        for m in world.MOTIONS:
+            unet = LampUNet.from_unet2d(copy.deepcopy(comps.unet)).to(device)
+            pipe = LampPipeline(comps.vae, comps.text_encoder, comps.tokenizer, unet, comps.scheduler).to(device)
+            latents = clip_latents(pipe, train_clips[m])
+            text = pipe.encode_prompt(clip_captions[m]).float()
+            t0 = time.perf_counter()
+            train_motion(unet, comps.train_scheduler(), latents, text,
+                         TrainSettings(steps=args.tune_steps, lr=args.tune_lr, seed=seed, mixed_precision="no"))
+            t_tune += time.perf_counter() - t0
+            videos[m] = generate(pipe, prompts[m], args)
+        acc, per = accuracy(videos)
+        runs.append({"seed": seed, "motion_accuracy": acc, "per_motion": per, "tune_s": t_tune})
+        print(f"tuned seed {seed}: motion accuracy {acc:.3f} ({t_tune:.0f} s tuning) "
+              + " ".join(f"{m}={v:.2f}" for m, v in per.items()), flush=True)
+    accs = [r["motion_accuracy"] for r in runs]
+    print(f"tuned: {np.mean(accs):.3f} +- {np.std(accs):.3f} over {len(accs)} seeds; untuned {untuned_acc:.3f}; "
+          f"VAE ceiling {vae_eval['round_trip_motion_accuracy']:.3f}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"machine": machine_info(device), "settings": vars(args), "vae": vae_eval,
+                       "base_seconds": {"vae": t_vae, "unet": t_unet},
+                       "untuned": {"motion_accuracy": untuned_acc, "per_motion": untuned_per},
+                       "tuned": runs, "tuned_mean": float(np.mean(accs)), "tuned_std": float(np.std(accs))},
+                      f, indent=1)
+        print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

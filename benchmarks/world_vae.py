@@ -1,0 +1,113 @@
+"""Which VAE does the motion world need? Reconstruction quality vs training cost.
+
+LAMP keeps the VAE frozen, so motion that the VAE loses cannot be learned or
+scored. This script trains VAE variants (latent channels, crops, steps) on the
+world's training frames and reports, on held-out eval content:
+  - PSNR of the round trip (encode mean -> decode);
+  - motion accuracy of the round-tripped clips (optical-flow nearest centroid,
+    centroids fit on the raw training clips; the raw clips score ~100%);
+  - training seconds per step on the device it ran on.
+It renders the world directly (no ffmpeg, no stages), so it runs anywhere torch does.
+
+    python -m benchmarks.world_vae --latents 4,8 --crops none,32x48 --steps 600,1500 --out vae.json
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+
+from benchmarks.common import machine_info
+from lamp_model import world
+from lamp_model.base_training import train_vae
+from lamp_model.motion_score import MotionCentroids, motion_descriptor
+from lamp_model.small import small_vae_config
+
+
+def render(n_train: int, height: int, width: int, seed: int = 0):
+    """Training frames (all frames of 24-frame videos), training clips and held-out eval clips per motion."""
+    frames, train_clips, eval_clips = [], {}, {}
+    for m in world.MOTIONS:
+        train_clips[m] = []
+        for i, c in enumerate(world.training_contents(m, n_train, seed)):
+            v = world.render_video(m, c, frames=24, height=height, width=width, seed=seed * 1000 + i)
+            frames.append(v)
+            train_clips[m] += [v[:16], v[8:24]]
+        eval_clips[m] = [world.render_video(m, c, frames=16, height=height, width=width, seed=10_000 + i)
+                         for i, c in enumerate(world.eval_contents(m, 6, seed))]
+    return np.concatenate(frames), train_clips, eval_clips
+
+
+@torch.no_grad()
+def round_trip(vae: AutoencoderKL, clip: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(clip).permute(0, 3, 1, 2).float().to(vae.device) / 127.5 - 1
+    y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    return ((y.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+def evaluate(vae, eval_clips, centroids) -> dict:
+    labelled, sq = [], []
+    for m, clips in eval_clips.items():
+        for clip in clips:
+            r = round_trip(vae, clip)
+            sq.append(np.mean((r.astype(np.float64) - clip) ** 2))
+            labelled.append((motion_descriptor(r), m))
+    per_motion = {m: float(np.mean([centroids.predict(d) == m for d, mm in labelled if mm == m]))
+                  for m in eval_clips}
+    return {"psnr_db": float(10 * np.log10(255 ** 2 / np.mean(sq))),
+            "round_trip_motion_accuracy": centroids.accuracy(labelled), "per_motion_accuracy": per_motion}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--latents", default="4,8", help="latent channels to try")
+    p.add_argument("--channels", default="32,32,64,64", help="VAE block widths (4 blocks = 8x downsampling)")
+    p.add_argument("--crops", default="none,32x48", help="training crop sizes (none = full frames)")
+    p.add_argument("--steps", default="600,1500", help="training steps (each a fresh run)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--videos", type=int, default=12, help="training videos per motion")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+
+    frames, train_clips, eval_clips = render(args.videos, args.height, args.width)
+    centroids = MotionCentroids().fit({m: [motion_descriptor(c) for c in cs] for m, cs in train_clips.items()})
+    raw = centroids.accuracy([(motion_descriptor(c), m) for m, cs in eval_clips.items() for c in cs])
+    print(f"{len(frames)} training frames; raw held-out clips motion accuracy {raw:.3f}")
+    channels = tuple(int(c) for c in args.channels.split(","))
+    results = []
+    for latent, crop, steps in itertools.product(args.latents.split(","), args.crops.split(","),
+                                                 args.steps.split(",")):
+        crop_hw = None if crop == "none" else tuple(int(v) for v in crop.split("x"))
+        torch.manual_seed(0)
+        vae = AutoencoderKL(**small_vae_config(channels, int(latent))).to(args.device)
+        t0 = time.perf_counter()
+        losses = train_vae(SimpleNamespace(vae=vae), frames, steps=int(steps), batch_size=args.batch_size,
+                           lr=args.lr, seed=0, crop=crop_hw)
+        seconds = time.perf_counter() - t0
+        row = {"latent_channels": int(latent), "crop": crop, "steps": int(steps), "train_s": seconds,
+               "s_per_step": seconds / int(steps), "final_loss": float(np.mean(losses[-50:])),
+               **evaluate(vae, eval_clips, centroids)}
+        results.append(row)
+        print(f"latent {latent:>2} crop {crop:>6} steps {steps:>5}: PSNR {row['psnr_db']:.1f} dB, "
+              f"round-trip motion acc {row['round_trip_motion_accuracy']:.3f}, {row['s_per_step'] * 1e3:.1f} ms/step",
+              flush=True)
+    out = {"machine": machine_info(torch.device(args.device)), "settings": vars(args),
+           "raw_motion_accuracy": raw, "results": results}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+        print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
