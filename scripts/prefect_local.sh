@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Local Prefect for the LAMP flows, bound to 127.0.0.1, state in $PREFECT_HOME (default .prefect/):
-#   scripts/prefect_local.sh up     server (background, pid file) -> pool "lamp-local" -> global concurrency
-#                                   limit "gpu" -> deploy prefect.yaml -> one process worker (pid file)
-#   scripts/prefect_local.sh down   worker (SIGINT), then server (SIGINT), by PID; waits for both to exit
+#   scripts/prefect_local.sh up       server (background, pid file) -> pool "lamp-local" -> global concurrency
+#                                     limit "gpu" -> deploy prefect.yaml -> the process workers (pid files)
+#   scripts/prefect_local.sh workers  only the process workers (server, pool and deployments already up)
+#   scripts/prefect_local.sh down     workers (SIGINT), then server (SIGINT), by PID; waits for them to exit
 # Settings (environment): PREFECT_PORT (4200), LAMP_GPUS (slots of the "gpu" limit, default 1),
-# LAMP_WORKERS (process workers, default 1; worker i gets CUDA_VISIBLE_DEVICES=i when LAMP_WORKERS > 1).
+# LAMP_WORKERS (process workers, default 1):
+#   1      one worker "lamp-worker-0" that runs every flow (the motions of a dispatch=deployment run as
+#          parallel subprocesses; GPU stages take turns on the "gpu" limit);
+#   N > 1  one worker per GPU: "lamp-worker-i" with CUDA_VISIBLE_DEVICES=i polls only the work queue
+#          "motions" (the `lamp-motion` deployment, prefect.yaml) and runs one motion at a time (--limit 1),
+#          so the motions spread over the GPUs; plus "lamp-orchestrator" for the other flows (queue
+#          "default": lamp-all-motions, ablations, compare), so a parent waiting for its motions never
+#          holds a GPU worker.
 # Afterwards, in the same shell:  export PREFECT_API_URL=http://127.0.0.1:${PREFECT_PORT:-4200}/api
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,8 +44,10 @@ up() {
   if [[ -f $RUN/server.pid ]] && kill -0 "$(cat "$RUN/server.pid")" 2>/dev/null; then
     echo "server already running (pid $(cat "$RUN/server.pid"))"
   else
-    "$BIN" server start --host 127.0.0.1 --port "$PORT" >"$RUN/server.log" 2>&1 &
+    set -m  # job control: see start_worker
+    "$BIN" server start --host 127.0.0.1 --port "$PORT" </dev/null >"$RUN/server.log" 2>&1 &
     echo $! >"$RUN/server.pid"
+    set +m
     echo "server starting (pid $!, log $RUN/server.log)"
   fi
   for i in $(seq 120); do
@@ -54,19 +64,36 @@ up() {
   "$BIN" global-concurrency-limit inspect gpu >/dev/null 2>&1 \
     || "$BIN" global-concurrency-limit create gpu --limit "${LAMP_GPUS:-1}"
   "$BIN" --no-prompt deploy --all
-  local n=${LAMP_WORKERS:-1}
-  for w in $(seq 0 $((n - 1))); do
-    local pidf=$RUN/worker-$w.pid
-    if [[ -f $pidf ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; then echo "worker $w already running"; continue; fi
-    if (( n > 1 )); then
-      CUDA_VISIBLE_DEVICES=$w "$BIN" worker start --pool "$POOL" --name "lamp-worker-$w" >"$RUN/worker-$w.log" 2>&1 &
-    else
-      "$BIN" worker start --pool "$POOL" --name "lamp-worker-$w" >"$RUN/worker-$w.log" 2>&1 &
-    fi
-    echo $! >"$pidf"
-    echo "worker $w started (pid $!, log $RUN/worker-$w.log)"
-  done
+  workers
   echo "export PREFECT_API_URL=$PREFECT_API_URL"
+}
+
+start_worker() {  # start_worker <id> [env assignments...] -- <worker start args...>: background, pid file
+  local id=$1 pidf=$RUN/worker-$1.pid
+  shift
+  if [[ -f $pidf ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; then echo "worker $id already running"; return 0; fi
+  local envs=()
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  # job control on: without it a background job of this (non-interactive) shell ignores SIGINT, and a
+  # Prefect worker then ignores the SIGINT (and the SIGTERM it turns into SIGINT) that `down` sends
+  set -m
+  env ${envs[@]+"${envs[@]}"} "$BIN" worker start --pool "$POOL" "$@" </dev/null >"$RUN/worker-$id.log" 2>&1 &
+  echo $! >"$pidf"
+  set +m
+  echo "worker $id started (pid $!, log $RUN/worker-$id.log)"
+}
+
+workers() {
+  local n=${LAMP_WORKERS:-1}
+  if (( n > 1 )); then
+    start_worker orchestrator -- --name lamp-orchestrator --work-queue default
+    for w in $(seq 0 $((n - 1))); do
+      start_worker "$w" "CUDA_VISIBLE_DEVICES=$w" -- --name "lamp-worker-$w" --work-queue motions --limit 1
+    done
+  elif (( n == 1 )); then
+    start_worker 0 -- --name lamp-worker-0
+  fi
 }
 
 down() {
@@ -77,6 +104,7 @@ down() {
 
 case "${1:-}" in
   up) up ;;
+  workers) workers ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|workers|down" >&2; exit 2 ;;
 esac

@@ -3,7 +3,9 @@ started by scripts/prefect_local.sh, a process worker `--run-once`, a real DVC r
 temp dir (git init + dvc init, this project's dvc.yaml and code), a real MLflow sqlite store.
 
 One tiny pipeline (2 motions, 8 frames at 32x48, a few training steps) is shared by the
-tests, in order: (a) deployment run, (b) ablations + comparison, (c) a corrupt video.
+tests, in order: (a) deployment run, (b) ablations + comparison, (c) a corrupt video,
+(d) scale-out: dispatch=deployment onto two process workers, (e) the strict 1-slot "gpu" limit,
+(f) tracking to a real `mlflow server`, then `prefect_local.sh down`.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,11 +90,16 @@ class Project:
     def __init__(self, root: Path, env: dict, api: str):
         self.root, self.env, self.api = root, env, api
 
-    def run(self, *cmd, timeout=600, check=True):
-        return _sh(list(map(str, cmd)), self.root, self.env, timeout, check)
+    def run(self, *cmd, timeout=600, check=True, env: dict | None = None):
+        return _sh(list(map(str, cmd)), self.root, {**self.env, **(env or {})}, timeout, check)
 
     def python(self, code: str, timeout=600, check=True):
         return self.run(BIN / "python", "-c", code, timeout=timeout, check=check)
+
+    def python_json(self, code: str, timeout=600):
+        """Run `code` (which prints one JSON document last) in the project; return the document."""
+        out = self.python(code, timeout=timeout).stdout.strip()
+        return json.loads(out.splitlines()[-1])
 
     def mlflow_runs(self, filter_string: str = ""):
         import mlflow
@@ -291,16 +299,288 @@ def test_c_corrupt_video_then_rerun_does_only_missing_work(project):
     print(f"corrupt + rerun: {time.monotonic() - t0:.0f} s")
 
 
-def test_prefect_local_down_stops_cleanly(project):
-    """scripts/prefect_local.sh down stops the server by PID (SIGINT); the fixture's teardown is then a no-op."""
+# -- scale-out: dispatch=deployment onto one process worker per "GPU" --------------------------------
+
+_FAN_OUT = '''
+import json, time
+from datetime import datetime, timezone
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentTaskRunId
+from prefect.deployments import run_deployment
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.exceptions import ObjectNotFound
+
+with get_client(sync_client=True) as c:
+    try:  # the flows create the "gpu" limit themselves when it is missing (ensure_gpu_limit)
+        c.delete_global_concurrency_limit_by_name("gpu")
+    except ObjectNotFound:
+        pass
+since = datetime.now(timezone.utc)
+parent = run_deployment("lamp-all-motions/default", parameters={"motions": MOTIONS, "dispatch": "deployment"},
+                        timeout=TIMEOUT, poll_interval=2)
+with get_client(sync_client=True) as c:
+    parent = c.read_flow_run(parent.id)
+    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[parent.id])))
+    kids = c.read_flow_runs(flow_run_filter=FlowRunFilter(
+        parent_task_run_id=FlowRunFilterParentTaskRunId(any_=[t.id for t in tasks])))
+    # which worker ran each flow run: only the worker that ran it emits "executed-flow-run" for it
+    # (a flow run's worker label is also written by a worker that loses the race to submit it)
+    wanted = {str(r.id) for r in [parent, *kids]}
+    ran_by, deadline = {}, time.monotonic() + 60
+    while not wanted <= set(ran_by) and time.monotonic() < deadline:
+        time.sleep(1)
+        page = c.read_events(filter=EventFilter(occurred=EventOccurredFilter(since=since),
+                                                event=EventNameFilter(name=["prefect.worker.executed-flow-run"])),
+                             limit=50)
+        ran_by = {r.id.removeprefix("prefect.flow-run."): e.resource.name
+                  for e in page.events for r in e.related if r.role == "flow-run"}
+    gpu = c.read_global_concurrency_limit_by_name("gpu")
+
+    def info(r):
+        return {"flow": c.read_flow(r.flow_id).name, "name": r.name, "state": r.state.type.value,
+                "motion": r.parameters.get("motion"), "queue": r.work_queue_name, "ran_by": ran_by.get(str(r.id)),
+                "start": r.start_time.timestamp() if r.start_time else None,
+                "end": r.end_time.timestamp() if r.end_time else None}
+
+    print(json.dumps({"parent": info(parent), "children": [info(k) for k in kids],
+                      "gpu": {"limit": gpu.limit, "active": gpu.active, "decay": gpu.slot_decay_per_second}}))
+'''
+
+
+def test_d_fan_out_one_motion_per_worker(project):
+    """lamp-all-motions with dispatch=deployment, two process workers with a GPU each (limit 1, queue
+    "motions", scripts/prefect_local.sh workers with LAMP_WORKERS=2): one Completed `lamp-motion` child flow
+    run per motion, run by two different workers at the same time; the parent on the orchestrator worker."""
     p = project
-    pid = int((p.root / ".prefect/run/server.pid").read_text())
-    os.kill(pid, 0)
-    p.run("bash", "scripts/prefect_local.sh", "down", timeout=120)
+    t0 = time.monotonic()
+    # new work for both motions: a sampling seed never used before (not in DVC's run cache either)
+    params = yaml.safe_load((p.root / "params.yaml").read_text())
+    params["sample"]["seeds"] = [2]
+    (p.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # fast polling so the test does not wait for the workers (default: every 10 s)
+    p.run("bash", "scripts/prefect_local.sh", "workers", timeout=60,
+          env={"LAMP_WORKERS": "2", "PREFECT_WORKER_QUERY_SECONDS": "2"})
+    res = p.python_json(f"MOTIONS = {MOTIONS!r}\nTIMEOUT = 900\n" + _FAN_OUT, timeout=960)
+
+    parent, kids = res["parent"], res["children"]
+    assert parent["flow"] == "lamp-all-motions" and parent["state"] == "COMPLETED", res
+    assert parent["queue"] == "default" and parent["ran_by"] == "lamp-orchestrator", res
+    assert len(kids) == 2, res
+    assert {k["flow"] for k in kids} == {"lamp-motion"}, res
+    assert sorted(k["motion"] for k in kids) == sorted(MOTIONS), res
+    assert [k["state"] for k in kids] == ["COMPLETED", "COMPLETED"], res
+    assert {k["queue"] for k in kids} == {"motions"}, res
+    # one motion per worker (each runs one flow run at a time), and the two ran in parallel
+    assert sorted(k["ran_by"] for k in kids) == ["lamp-worker-0", "lamp-worker-1"], res
+    assert max(k["start"] for k in kids) < min(k["end"] for k in kids), res
+    # the flow re-created the "gpu" limit it needs: 1 slot, active, not a rate limit (decay 0)
+    assert res["gpu"] == {"limit": 1, "active": True, "decay": 0.0}, res
+
+    # real work was done, by DVC, in the shared state: the new seed is generated and scored
+    lock = yaml.safe_load((p.root / "dvc.lock").read_text())["stages"]
+    for m in MOTIONS:
+        assert lock[f"generate@{m}"]["params"]["params.yaml"]["sample"]["seeds"] == [2]
+        with open(p.root / "outputs/videos" / m / "index.csv", newline="") as f:
+            assert {r["seed"] for r in csv.DictReader(f)} == {"2"}
+    assert json.loads(p.run(BIN / "dvc", "status", "--json").stdout) == {}
+    # MLflow: the pipeline run (dispatch=deployment) with a motion run per motion nested under it
+    runs = p.mlflow_runs()
+    pipe = runs[runs["tags.kind"] == "pipeline"].sort_values("start_time").iloc[-1]
+    assert pipe["status"] == "FINISHED" and pipe["tags.dispatch"] == "deployment"
+    motion_runs = runs[(runs["tags.kind"] == "motion") & (runs["tags.mlflow.parentRunId"] == pipe["run_id"])]
+    assert sorted(motion_runs["tags.motion"]) == sorted(MOTIONS)
+    assert set(motion_runs["status"]) == {"FINISHED"}
+    gen = runs[(runs["tags.stage"] == "generate") & runs["tags.mlflow.parentRunId"].isin(motion_runs["run_id"])]
+    assert sorted(gen["tags.motion"]) == sorted(MOTIONS)
+    print(f"fan-out on two workers: {time.monotonic() - t0:.0f} s")
+
+
+_GPU_LIMIT = '''
+import json, time
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from tasks.prefect_tasks import GPU_LIMIT, _gpu_slot, ensure_gpu_limit
+
+out = {}
+with get_client(sync_client=True) as c:
+    def slots(name=GPU_LIMIT):
+        return c.read_global_concurrency_limit_by_name(name).active_slots
+
+    lim = c.read_global_concurrency_limit_by_name(GPU_LIMIT)
+    out["gpu"] = {"limit": lim.limit, "active": lim.active, "decay": lim.slot_decay_per_second,
+                  "active_slots": lim.active_slots}
+    # exclusive: while a GPU stage holds the slot, a second GPU stage cannot get one
+    with _gpu_slot("tune", GPU_LIMIT):
+        out["held"] = slots()
+        try:
+            with concurrency(GPU_LIMIT, occupy=1, timeout_seconds=3, strict=True):
+                out["second"] = "acquired"
+        except TimeoutError:
+            out["second"] = "timed out"
+    deadline = time.monotonic() + 10
+    while slots() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    out["after"] = slots()
+    # non-GPU stages take no slot at all
+    with _gpu_slot("extract", GPU_LIMIT):
+        out["extract"] = slots()
+    # strict: a missing limit is an error, not a silent no-op
+    try:
+        with _gpu_slot("generate", "lamp-no-such-limit"):
+            out["missing"] = "ran without a limit"
+    except Exception as e:
+        out["missing"] = type(e).__name__
+    # ensure_gpu_limit: creates a 1-slot limit when missing, keeps an existing one as it is
+    ensure_gpu_limit("lamp-test-gpu")
+    ensure_gpu_limit("lamp-test-gpu", limit=4)
+    made = c.read_global_concurrency_limit_by_name("lamp-test-gpu")
+    out["created"] = {"limit": made.limit, "active": made.active, "decay": made.slot_decay_per_second}
+    c.delete_global_concurrency_limit_by_name("lamp-test-gpu")
+print(json.dumps(out))
+'''
+
+
+def test_e_gpu_limit_is_one_strict_slot(project):
+    """The "gpu" global concurrency limit (re-created by the flow in test_d) has exactly 1 slot, is active and
+    no rate limit; GPU stages acquire it strictly (a missing limit fails) and exclusively (a second holder waits)."""
+    res = project.python_json(_GPU_LIMIT, timeout=120)
+    assert res["gpu"] == {"limit": 1, "active": True, "decay": 0.0, "active_slots": 0}, res
+    assert res["held"] == 1 and res["second"] == "timed out" and res["after"] == 0, res
+    assert res["extract"] == 0, res
+    assert res["missing"] == "ConcurrencySlotAcquisitionError", res
+    assert res["created"] == {"limit": 1, "active": True, "decay": 0.0}, res
+
+
+def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not answering after {seconds} s")
+
+
+def _session_alive(sid: int) -> list[int]:
+    """Live (not zombie) processes of the session `sid` (Linux /proc)."""
+    alive = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":  # state ppid pgrp session ...
+                alive.append(int(d.name))
+    return alive
+
+
+def _stop_session(proc: subprocess.Popen, seconds: float = 30) -> list[int]:
+    """SIGTERM to the process group of `proc` (started with start_new_session: the server and its uvicorn
+    worker), then wait for all of it; returns the processes that had to be SIGKILLed (none = clean stop)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        proc.poll()
+        if proc.returncode is not None and not _session_alive(proc.pid):
+            return []
+        time.sleep(0.2)
+    left = _session_alive(proc.pid)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    return left
+
+
+def test_f_mlflow_server_tracking(project, tmp_path):
+    """tracking.uri = http://127.0.0.1:<port> of a real `mlflow server` (sqlite store, proxied artifacts in a
+    temp dir): `python -m tasks.metrics` logs its run there (params, metrics = reports/metrics.json, artifacts),
+    and the server stops cleanly."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    p = project
+    t0 = time.monotonic()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    store = tmp_path / "mlflow-server"
+    store.mkdir()
+    log = open(tmp_path / "mlflow-server.log", "w")
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")],
+        cwd=tmp_path, env=p.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_http(f"{url}/health", server)
+        params = yaml.safe_load((p.root / "params.yaml").read_text())
+        params["tracking"]["uri"] = url
+        (p.root / "params.http.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        r = p.run(BIN / "python", "-m", "tasks.metrics", "--params", "params.http.yaml", timeout=300)
+        assert "MLflow tracking failed" not in r.stderr, r.stderr[-3000:]
+
+        client = MlflowClient(tracking_uri=url)
+        exp = client.get_experiment_by_name("lamp")
+        assert exp is not None and exp.artifact_location.startswith("mlflow-artifacts:")
+        previous_uri = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(url)
+        try:
+            runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string="tags.stage = 'metrics'")
+        finally:
+            mlflow.set_tracking_uri(previous_uri)
+        assert len(runs) == 1
+        run = runs.iloc[0]
+        assert run["status"] == "FINISHED" and run["tags.kind"] == "stage" and run["tags.variant"] == "main"
+        assert run["params.tracking.uri"] == url and run["params.sample.seeds"] == str(params["sample"]["seeds"])
+        assert len(run["params.dvc.deps_hash"]) == 16 and run["metrics.duration_s"] > 0
+        overall = json.loads((p.root / "reports/metrics.json").read_text())["overall"]
+        for key in ("alignment", "consistency", "n_videos"):
+            assert run[f"metrics.{key}"] == pytest.approx(overall[key], abs=1e-4)
+        # artifacts went through the server into --artifacts-destination
+        names = {a.path for a in client.list_artifacts(run["run_id"])}
+        assert "metrics.json" in names, names
+        assert list((store / "artifacts").rglob("metrics.json"))
+        # nothing reached the project's own sqlite store, and the pipeline state is untouched
+        assert p.mlflow_runs(f"attributes.run_id = '{run['run_id']}'").empty
+        assert json.loads(p.run(BIN / "dvc", "status", "--json").stdout) == {}
+    finally:
+        (p.root / "params.http.yaml").unlink(missing_ok=True)
+        left = _stop_session(server)
+        log.close()
+    assert not left, f"mlflow server processes {left} did not stop on SIGTERM"
+    with pytest.raises(ConnectionRefusedError):  # nothing listens on its port any more
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    print(f"mlflow server tracking: {time.monotonic() - t0:.0f} s")
+
+
+def test_prefect_local_down_stops_cleanly(project):
+    """scripts/prefect_local.sh down stops the workers (test_d's three) and the server by PID (SIGINT);
+    the fixture's teardown is then a no-op."""
+    p = project
+    run = p.root / ".prefect/run"
+    workers = {f.name: int(f.read_text()) for f in run.glob("worker-*.pid")}
+    assert sorted(workers) == ["worker-0.pid", "worker-1.pid", "worker-orchestrator.pid"], workers
+    pid = int((run / "server.pid").read_text())
+    for q in (pid, *workers.values()):
+        os.kill(q, 0)
+    t0 = time.monotonic()
+    p.run("bash", "scripts/prefect_local.sh", "down", timeout=180)
+    # every process stopped on its SIGINT (the script falls back to SIGTERM after 30 s per process)
+    assert time.monotonic() - t0 < 30
     time.sleep(0.5)
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    assert not (p.root / ".prefect/run/server.pid").exists()
+    for q in (pid, *workers.values()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(q, 0)
+    assert not list(run.glob("*.pid"))
 
 
 # -- fast: the tracking hook of `python -m tasks.<stage>` and the failure message -----------------
