@@ -25,7 +25,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.motion import check_motions, lamp_motion
-from lamp_model.config import load_params
+from lamp_model.config import load_params, write_overrides
 from tasks import tracking
 from tasks.prefect_tasks import GPU_LIMIT, ensure_gpu_limit, stage_task
 
@@ -55,9 +55,16 @@ def motion_deployment(motion: str, root: str, parent_run_id: str | None, gpu_lim
 @flow(name="lamp-all-motions")
 def lamp_all_motions(motions: list[str] | None = None, root: str = ".",
                      dispatch: Literal["local", "deployment"] = "local", deployment: str = MOTION_DEPLOYMENT,
-                     gpu_limit: str | None = GPU_LIMIT) -> dict:
+                     gpu_limit: str | None = GPU_LIMIT, overrides: dict | None = None) -> dict:
+    """`overrides` (dotted params, e.g. {"train.steps": 100}; `lamp pipeline --set`) are validated and
+    written into ROOT/params.yaml before any stage runs, like `dvc exp run -S`: the DVC stages read
+    that file, so afterwards `dvc repro` is still a no-op and params.yaml says what made the outputs."""
     logger = get_run_logger()
     root = str(Path(root).resolve())
+    if overrides:
+        changed = write_overrides(Path(root) / "params.yaml", overrides)
+        logger.info("params.yaml: %s", ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+                    or "the overrides are its values already")
     params = load_params(Path(root) / "params.yaml")
     motions = list(motions or params.motions)
     check_motions(params, motions)

@@ -114,12 +114,8 @@ def _load(root: Path, params: Path | None, sets: list[str] | None, extra: dict |
     return load_params(params if params is not None else root / "params.yaml", overrides)
 
 
-def _flow_params(root: Path, params: Path | None, sets: list[str] | None, name: str):
-    """The flows read ROOT/params.yaml themselves: other params files or overrides cannot reach them."""
-    if sets or (params is not None and Path(params).resolve() != (root / "params.yaml").resolve()):
-        raise CliError(f"`lamp {name}` runs the pipeline's flows, which read ROOT/params.yaml: edit that file "
-                       "(or use `dvc exp run -S key=value`) instead of passing --params/--set")
-    return _load(root, None, None)
+def _other_params_file(root: Path, params: Path | None) -> bool:
+    return params is not None and Path(params).resolve() != (Path(root) / "params.yaml").resolve()
 
 
 def _source(root: Path, name: str) -> str:
@@ -360,7 +356,8 @@ def train(
 @app.command(epilog="Examples:\n\n  lamp generate --motion horse_run --prompt 'a zebra running' "
                     "--prompt 'a dog running'\n\n  lamp generate --motion rain            (its eval prompts)\n\n"
                     "  lamp generate --motion rain --checkpoint my.safetensors --first-frame photo.png "
-                    "--prompt 'rain on a street'")
+                    "--prompt 'rain on a street'\n\n"
+                    "  lamp generate --motion rain --untuned --prompt 'rain on a street'   (the untuned baseline)")
 @command
 def generate(
     motion: Annotated[str, typer.Option("--motion", "-m", help="Motion name (its eval prompts and, by default, "
@@ -370,7 +367,9 @@ def generate(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Motion checkpoint (default: the tuned one).")] = None,
     first_frame: Annotated[Optional[Path], typer.Option(
         help="First-frame image for every prompt (default: model.first_frame's source).")] = None,
-    untuned: Annotated[bool, typer.Option(help="Use the inflated base UNet without tuned weights.")] = False,
+    untuned: Annotated[bool, typer.Option(help="Use the inflated base UNet as is, LAMP's new layers at their "
+                                                "identity init (no checkpoint read): the untuned baseline.")
+                       ] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default "
                                                                     "ROOT/outputs/cli/MOTION).")] = None,
     root: RootOpt = Path("."), params: ParamsOpt = None, set_: SetOpt = None, debug: DebugOpt = False,
@@ -379,6 +378,8 @@ def generate(
 
     Writes OUT/<prompt index>_s<seed>.{mp4,gif,png} and OUT/index.csv (readable by `lamp score`).
     """
+    if untuned and checkpoint is not None:
+        raise CliError("--untuned uses no motion checkpoint: drop --checkpoint (or --untuned)")
     if first_frame is not None:
         _check_file(first_frame, "first-frame image")
     p = _load(root, params, set_, {"model.first_frame": "image"} if first_frame is not None else None)
@@ -514,7 +515,8 @@ def _videos_to_score(folder: Path, prompt: str | None, motion: str, make) -> lis
 
 
 # =========================================================================================
-@app.command(epilog="Example: lamp compare --root .            (after `python -m flows.ablations`)")
+@app.command(epilog="Examples:\n\n  lamp compare --root .          (after `python -m flows.ablations`)\n\n"
+                    "  lamp compare --ablation-run-id 0bd92c54...   (the variants of one ablation run)")
 @command
 def compare(
     ablation_run_id: Annotated[Optional[str], typer.Option(help="Only the variants of this lamp-ablations "
@@ -525,9 +527,16 @@ def compare(
 ):
     """Ablation table from MLflow: one row per variant of the ablation flow, one column per metric.
 
-    Writes OUT/ablations.{csv,md,png} (see flows/compare.py).
+    Reads the latest finished `metrics` run of each variant from the MLflow store named in
+    ROOT/params.yaml (tracking.uri, tracking.experiment) and writes OUT/comparison.csv (overall
+    and <motion>/<metric> columns), OUT/comparison.md (overall and per-motion tables) and
+    OUT/comparison.png (bar plots); prints the overall columns. --params/--set are refused: the
+    store is the one ROOT/params.yaml names.
     """
-    _flow_params(root, params, set_, "compare")  # validates ROOT/params.yaml before MLflow starts
+    if set_ or _other_params_file(root, params):
+        raise CliError("`lamp compare` reads the MLflow store named in ROOT/params.yaml (tracking.uri, "
+                       "tracking.experiment): edit that file (or pass --root) instead of --params/--set")
+    _load(root, None, None)  # validates ROOT/params.yaml before MLflow starts
     try:
         from flows.compare import build_comparison
     except ImportError as e:
@@ -537,31 +546,58 @@ def compare(
         table = build_comparison(root, ablation_run_id, out_dir)
     except RuntimeError as e:  # no finished ablation runs
         raise CliError(f"{e}; run the ablations first: python -m flows.ablations") from None
-    typer.echo(table.round(2).to_string())
-    _wrote(*sorted(p for p in Path(out_dir).glob("*") if p.is_file()))
+    overall = [c for c in table.columns if "/" not in c]
+    typer.echo(table[overall].round(2).to_string())
+    _wrote(*sorted(p for p in Path(out_dir).glob("comparison.*") if p.is_file()))
 
 
-@app.command(epilog="Example: lamp pipeline --motions rain helicopter   (or all motions of params.yaml)")
+@app.command(epilog="Examples:\n\n  lamp pipeline rain helicopter           (or all motions of params.yaml)\n\n"
+                    "  lamp pipeline --set train.steps=300 --set sample.seeds=[0,1]   "
+                    "(written into ROOT/params.yaml first)")
 @command
 def pipeline(
-    motions: Annotated[Optional[list[str]], typer.Argument(help="Motions to run (default: all in params.yaml).")
+    motions: Annotated[Optional[list[str]], typer.Argument(help="Motions to run (default: all in params.yaml; "
+                                                                "metrics and report need all of them).")
                        ] = None,
     root: RootOpt = Path("."), params: ParamsOpt = None, set_: SetOpt = None, debug: DebugOpt = False,
 ):
     """Run the whole pipeline locally with Prefect (flow lamp-all-motions: world -> base -> per motion
     extract/cache/tune/generate in parallel -> metrics -> report), tracked in MLflow.
 
-    The flow reads ROOT/params.yaml itself (DVC stages): edit it rather than passing --params/--set.
+    ROOT must be a DVC project (dvc.yaml, .dvc/): every step is `dvc repro -s <stage>`, so DVC skips
+    what is up to date. The stages read ROOT/params.yaml, so --set KEY=VALUE is WRITTEN INTO
+    ROOT/params.yaml (validated first, comments kept) before the flow starts, like `dvc exp run -S`:
+    the change stays, and afterwards `dvc repro` is a no-op. --params (another file) is refused.
+    Prints the flow's result and the files in ROOT/reports.
     """
-    p = _flow_params(root, params, set_, "pipeline")
+    root = Path(root)
+    if _other_params_file(root, params):
+        raise CliError(f"`lamp pipeline` runs DVC stages, which read {root / 'params.yaml'}: pass --set "
+                       "KEY=VALUE (written into that file) or edit it instead of --params")
+    if not (root / "dvc.yaml").is_file():
+        raise CliError(f"{root.resolve()}: no dvc.yaml; `lamp pipeline` runs the DVC stages of a LAMP project "
+                       "(pass --root PROJECT)")
+    if not any((d / ".dvc").is_dir() for d in (root.resolve(), *root.resolve().parents)):
+        raise CliError(f"{root.resolve()}: not in a DVC repository (no .dvc/); run `dvc init` there first")
+    overrides = _parse_sets(set_)
+    p = _load(root, None, set_)  # a bad --set stops here, before params.yaml is written
     unknown = [m for m in motions or [] if m not in p.motions]
     if unknown:
         raise CliError(f"motions {unknown} are not in {root / 'params.yaml'} (motions: {p.motions})")
+    if overrides:
+        typer.echo(f"writing {', '.join(f'{k}={v!r}' for k, v in overrides.items())} into "
+                   f"{root / 'params.yaml'} (the DVC stages read it)", err=True)
     from flows.all_motions import lamp_all_motions
 
-    result = lamp_all_motions(motions=list(motions) if motions else None, root=str(Path(root).resolve()))
+    try:
+        result = lamp_all_motions(motions=list(motions) if motions else None, root=str(root.resolve()),
+                                  overrides=overrides or None)
+    except RuntimeError as e:  # a failed stage or motion: the flow's message names it
+        if debug:
+            raise
+        raise CliError(f"flow lamp-all-motions failed: {e}") from None
     typer.echo(json.dumps(result, indent=1, default=str))
-    reports = Path(root) / "reports"
+    reports = root / "reports"
     _wrote(*(sorted(f for f in reports.glob("*") if f.is_file()) if reports.is_dir() else []))
 
 

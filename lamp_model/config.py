@@ -171,10 +171,54 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
         raise ParamsError("\n".join(lines)) from None
 
 
+def write_overrides(path: str | Path, overrides: dict) -> dict[str, tuple[object, object]]:
+    """Write dotted overrides into a params.yaml file (like `dvc exp run -S key=value`).
+
+    The file keeps its comments and layout (ruamel round trip). The result is validated
+    like every params.yaml before it replaces the file, so a bad value raises ParamsError
+    and leaves the file untouched. Returns {key: (old value, new value)} of what changed.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+
+    from .io import atomic_write
+
+    path = Path(path)
+    load_params(path, overrides)  # every override valid (field name, value and range on error)
+    from ruamel.yaml.comments import CommentedSeq
+
+    ryaml = YAML()
+    ryaml.width = 4096  # keep long lines (the motions list) as they are
+    ryaml.preserve_quotes = True
+    raw = ryaml.load(path.read_text())
+    if raw is None:
+        raw = {}
+    changed = {}
+    for key, value in overrides.items():
+        old = _value_at(raw, key.split("."))
+        if old != value:
+            changed[key] = (old, value)
+            if isinstance(old, CommentedSeq) and isinstance(value, list) and old.fa.flow_style():
+                value = CommentedSeq(value)  # [a, b] stays on one line
+                value.fa.set_flow_style()
+            _set_dotted(raw, key, value)
+    if not changed:
+        return changed
+    text = io.StringIO()
+    ryaml.dump(raw, text)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text.getvalue())
+        load_params(tmp)  # raises before atomic_write replaces the file
+    return changed
+
+
 def _set_dotted(raw: dict, key: str, value) -> None:
     *parents, leaf = key.split(".")
     for p in parents:
         raw = raw.setdefault(p, {})
+        if not isinstance(raw, dict):
+            raise ParamsError(f"{key}: '{p}' is a value, not a section of params.yaml")
     raw[leaf] = value
 
 

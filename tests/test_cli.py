@@ -4,13 +4,21 @@ One module-scoped project: a tiny SD v1.x-shaped base model (random weights, sav
 like a Hugging Face folder), a tiny CLIP, motion-world videos written as mp4, and a
 params.yaml with 4 frames at 32x48 and a few steps. `lamp train` runs once (module
 fixture); generate / animate / score / edit use its checkpoint.
+
+The flow commands get a second module-scoped project built from it: a DVC project
+(`dvc init --no-scm`, this repo's dvc.yaml and stage code) with 2 motions, and a
+temporary local Prefect API. `lamp pipeline --set ...` runs the all-motions flow on it
+once; then the real ablation flow (2 variants) logs to an MLflow sqlite store in it and
+`lamp compare` builds the table from that store.
 """
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +28,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lamp.cli import app
+from lamp_model.config import load_params, write_overrides
 from lamp_model.metrics import ClipScorer
 from lamp_model.small import build_sd
 from lamp_model.unet import LampUNet
 from lamp_model.video import read_video, write_mp4
 from lamp_model.world import render_video, training_contents
 
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 H, W, F = 32, 48, 4
 MOTION = "horse_run"
 
@@ -121,6 +132,51 @@ def test_generate_eval_prompts_default(project, trained, tmp_path):
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(open(out / "index.csv")))
     assert [(r["prompt"], r["seed"]) for r in rows] == [("a red star running", "3"), ("a blue circle running", "3")]
+
+
+def _generated(out: Path) -> tuple[list[dict], list[np.ndarray]]:
+    """index.csv rows and decoded mp4s of a `lamp generate` folder; every row's files exist."""
+    rows = list(csv.DictReader(open(out / "index.csv")))
+    videos = []
+    for r in rows:
+        assert (out / r["gif"]).stat().st_size > 0 and (out / r["first_frame"]).is_file()
+        frames, _ = read_video(out / r["mp4"])
+        assert frames.shape == (F, H, W, 3)
+        videos.append(frames.astype(np.int16))
+    return rows, videos
+
+
+def test_generate_untuned(project, trained, tmp_path):
+    """--untuned = the inflated base UNet with LAMP's new layers at their init, no checkpoint read.
+
+    The method inflates with exact identities (TSM conv1d and gate, temporal attention output at zero),
+    so untuned videos are the same with TSM and temporal attention switched off, and the same for a
+    motion that was never tuned (no checkpoint needed); the tuned weights keep frame 0 (pinned to the
+    first frame) and change the frames after it.
+    """
+    prompt = "a red star running"
+    result = invoke("generate", "-m", MOTION, "-p", prompt, "--untuned", "-o", tmp_path / "untuned", "--root", project)
+    assert result.exit_code == 0, result.stderr
+    rows, (untuned,) = _generated(tmp_path / "untuned")
+    assert [(r["prompt"], r["seed"]) for r in rows] == [(prompt, "0")]
+    assert f"wrote {tmp_path / 'untuned/index.csv'}" in result.stdout
+
+    assert not (project / "models/motions/rain").exists()
+    plain = invoke("generate", "-m", "rain", "-p", prompt, "--untuned", "-o", tmp_path / "plain", "--root", project,
+                   "--set", "lamp.tsm=false", "--set", "lamp.temporal_attention=false")
+    assert plain.exit_code == 0, plain.stderr
+    _, (without_new_layers,) = _generated(tmp_path / "plain")
+    assert np.array_equal(without_new_layers, untuned)
+
+    tuned_run = invoke("generate", "-m", MOTION, "-p", prompt, "-o", tmp_path / "tuned", "--root", project)
+    assert tuned_run.exit_code == 0, tuned_run.stderr
+    _, (tuned,) = _generated(tmp_path / "tuned")
+    diff = np.abs(tuned - untuned).mean(axis=(1, 2, 3))  # mean |difference| per frame, 0..255
+    assert diff[0] < 1.0, diff
+    assert diff[1:].min() > 2 * diff[0] + 0.5, diff
+
+    assert_one_line_error(invoke("generate", "-m", MOTION, "-p", prompt, "--untuned", "--checkpoint", trained,
+                                 "--root", project), "--untuned", "--checkpoint")
 
 
 def test_score_plain_folder_of_videos(project, tmp_path):
@@ -260,12 +316,182 @@ def test_help_of_every_command_runs_as_module():
         assert result.exit_code == 0 and "Example" in result.stdout and "--params" in result.stdout
 
 
-def test_compare_without_ablation_runs(project):
-    """No ablation runs in the project's MLflow store: a one-line error saying to run the ablations."""
-    assert_one_line_error(invoke("compare", "--root", project), "ablations")
+# ---------------------------------------------------------------------------- flows: pipeline and compare
+
+FLOW_MOTIONS = [MOTION, "rain"]
 
 
-def test_flow_commands_refuse_overrides(project):
-    """pipeline/compare run the flows, which read ROOT/params.yaml: --set cannot reach them, so it is refused."""
-    assert_one_line_error(invoke("pipeline", "--root", project, "--set", "train.steps=1"), "params.yaml")
-    assert_one_line_error(invoke("pipeline", MOTION, "rain", "--root", project), "rain")
+@pytest.fixture(scope="module")
+def flow_project(project, tmp_path_factory) -> Path:
+    """A DVC project (`dvc init --no-scm`) with this repo's dvc.yaml and stage code and 2 motions:
+    the tiny project's base model, CLIP and horse_run videos plus 2 rain videos, one eval prompt
+    each, every param written out (DVC reads them from params.yaml), MLflow tracking off."""
+    root = tmp_path_factory.mktemp("flow_project")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("lamp_model", "tasks"):
+        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for folder in ("models/base", "models/clip", f"videos/{MOTION}"):
+        shutil.copytree(project / folder, root / folder)
+    for i, content in enumerate(training_contents("rain", 2)):
+        write_mp4(render_video("rain", content, frames=8, height=H, width=W, seed=i), root / f"videos/rain/v{i}.mp4")
+    (root / "prompts.csv").write_text("motion,prompt\nhorse_run,a red star running\nrain,rain on a blue car\n")
+    params = load_params(project / "params.yaml", {"motions": FLOW_MOTIONS, "train.steps": 3,
+                                                   "tracking.enabled": False})
+    (root / "params.yaml").write_text("# tiny LAMP project of tests/test_cli.py\n"
+                                      + yaml.safe_dump(params.model_dump(), sort_keys=False))
+    dvc(root, "init", "--no-scm", "-q")
+    return root
+
+
+def dvc(root: Path, *args: str) -> str:
+    out = subprocess.run([str(BIN / "dvc"), *args], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """A temporary local Prefect API (own sqlite database, own PREFECT_HOME) for the flows the CLI runs."""
+    import prefect.main  # noqa: F401 - sets up Prefect's logging now, on this process's stderr, not the CliRunner's
+    from prefect.settings import PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings({PREFECT_HOME: str(tmp_path_factory.mktemp("prefect_home"))}), \
+            prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def flow_run_states(name: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+    return [r.state.type.value for r in runs]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(flow_project, prefect_api):
+    """`lamp pipeline --set train.steps=2` on the 2-motion DVC project (the flow lamp-all-motions, locally)."""
+    t0 = time.monotonic()
+    result = invoke("pipeline", "--root", flow_project, "--set", "train.steps=2")
+    print(f"lamp pipeline: {time.monotonic() - t0:.0f} s")
+    assert result.exit_code == 0, result.stderr[-6000:]
+    return result
+
+
+def test_pipeline_runs_the_flow_with_set_written_to_params(flow_project, pipeline_run):
+    """The flow ends Completed with every stage's outputs; --set was written into params.yaml (comments
+    kept) before the stages ran, so the tuner used it and DVC agrees: nothing left for `dvc repro`."""
+    root = flow_project
+    assert flow_run_states("lamp-all-motions") == ["COMPLETED"]
+    assert flow_run_states("lamp-motion") == ["COMPLETED", "COMPLETED"]
+    result = json.loads(pipeline_run.stdout[:pipeline_run.stdout.index("wrote ")])
+    assert sorted(result["motions"]) == sorted(FLOW_MOTIONS)
+    for m in FLOW_MOTIONS:
+        assert (root / "data/clips" / m / "clips.safetensors").is_file()
+        assert (root / "data/latents" / m / "latents.safetensors").is_file()
+        assert json.loads((root / "models/motions" / m / "train_config.json").read_text())["train"]["steps"] == 2
+        rows, _ = _generated(root / "outputs/videos" / m)
+        assert len(rows) == 1
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert metrics["overall"]["n_videos"] == 2 and sorted(metrics["per_motion"]) == sorted(FLOW_MOTIONS)
+    for name in ("metrics.json", "per_video.csv", "summary.md", "gallery.html"):
+        assert f"wrote {root / 'reports' / name}" in pipeline_run.stdout
+
+    text = (root / "params.yaml").read_text()
+    assert text.startswith("# tiny LAMP project") and load_params(root / "params.yaml").train.steps == 2
+    assert "train.steps=2" in pipeline_run.stderr
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert {lock[f"tune@{m}"]["params"]["params.yaml"]["train"]["steps"] for m in FLOW_MOTIONS} == {2}
+    assert json.loads(dvc(root, "status", "--json")) == {}
+
+
+@pytest.fixture(scope="module")
+def ablations(flow_project, pipeline_run):
+    """The real ablation flow (2 variants, both motions) on the project, with MLflow tracking on
+    (a sqlite store in the project); `lamp compare` first, while the store has no ablation runs."""
+    from flows.ablations import lamp_ablations
+
+    root = flow_project
+    write_overrides(root / "params.yaml", {"tracking.enabled": True})  # no DVC stage reads `tracking`
+    before = invoke("compare", "--root", root)
+    t0 = time.monotonic()
+    flow = lamp_ablations(motions=FLOW_MOTIONS, variants=["full", "no_shared_noise"], root=str(root),
+                          overrides={"train.steps": 2})
+    print(f"ablation flow: {time.monotonic() - t0:.0f} s")
+    return {"before": before, "flow": flow}
+
+
+def test_compare_without_ablation_runs(ablations):
+    """No ablation runs in the project's MLflow store yet: a one-line error saying to run the ablations."""
+    assert_one_line_error(ablations["before"], "ablations")
+
+
+def test_compare_table_from_mlflow_runs(flow_project, ablations):
+    """`lamp compare` after the ablation flow: comparison.{csv,md,png} under reports/ablations, one row per
+    variant, every value the one logged in MLflow by that variant's metrics run."""
+    import mlflow
+
+    root, out = flow_project, flow_project / "reports/ablations"
+    shutil.rmtree(out, ignore_errors=True)  # the flow wrote a comparison too: these files must come from `lamp compare`
+    result = invoke("compare", "--root", root)
+    assert result.exit_code == 0, result.stderr
+    for name in ("comparison.csv", "comparison.md", "comparison.png"):
+        assert f"wrote {out / name}" in result.stdout
+    assert "full" in result.stdout and "no_shared_noise" in result.stdout
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["lamp"],
+                              filter_string="tags.stage = 'metrics' AND tags.variant != 'main'")
+    assert sorted(runs["tags.variant"]) == ["full", "no_shared_noise"]
+    assert set(runs["tags.ablation_run"]) == {ablations["flow"]["mlflow_run_id"]}
+    logged = {r["tags.variant"]: {k.removeprefix("metrics."): v for k, v in r.items()
+                                  if k.startswith("metrics.") and k != "metrics.duration_s" and v == v}
+              for _, r in runs.iterrows()}
+
+    with open(out / "comparison.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["variant"] for r in rows] == ["full", "no_shared_noise"]
+    for r in rows:
+        values = {k: float(v) for k, v in r.items() if k != "variant" and v != ""}
+        assert values.keys() == logged[r["variant"]].keys()
+        assert {"alignment", "consistency", "rain/alignment", f"{MOTION}/motion_accuracy"} <= values.keys()
+        for k, v in values.items():
+            assert v == pytest.approx(logged[r["variant"]][k], abs=1e-4), (r["variant"], k)
+        on_disk = json.loads((root / "runs/ablations" / r["variant"] / "reports/metrics.json").read_text())
+        assert values["alignment"] == pytest.approx(on_disk["overall"]["alignment"], abs=1e-3)
+
+    md = (out / "comparison.md").read_text()
+    header, _, *table = md.split("## Overall")[1].split("## ")[0].strip().splitlines()
+    columns = [c.strip() for c in header.strip("|").split("|")][1:]
+    for line in table:
+        variant, *cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells == [f"{logged[variant][c]:.2f}" for c in columns], variant
+    assert f"## {MOTION}" in md and "## rain" in md
+    with Image.open(out / "comparison.png") as png:
+        assert png.format == "PNG" and min(png.size) > 100
+
+    parent = ablations["flow"]["mlflow_run_id"]
+    only = invoke("compare", "--root", root, "--ablation-run-id", parent, "--out", out / "only")
+    assert only.exit_code == 0, only.stderr
+    assert (out / "only/comparison.csv").read_text() == (out / "comparison.csv").read_text()
+    assert_one_line_error(invoke("compare", "--root", root, "--ablation-run-id", "no-such-run"),
+                          "no-such-run", "ablations")
+
+
+def test_flow_commands_check_their_input(project, flow_project):
+    """Refused before anything runs or is written: another --params file (the DVC stages read
+    ROOT/params.yaml), a root that is not a DVC project, a motion not in params.yaml, a bad --set;
+    compare takes no --set (its MLflow store is the one params.yaml names)."""
+    params = (flow_project / "params.yaml").read_text()
+    assert_one_line_error(invoke("pipeline", "--root", flow_project, "--params", project / "params.yaml"),
+                          "--params", "params.yaml")
+    assert_one_line_error(invoke("pipeline", "--root", project), "dvc.yaml")
+    assert_one_line_error(invoke("pipeline", MOTION, "birds_fly", "--root", flow_project), "birds_fly")
+    assert_one_line_error(invoke("pipeline", "--root", flow_project, "--set", "train.steps=0"), "train.steps", "0")
+    assert_one_line_error(invoke("pipeline", "--root", flow_project, "--set", "train.stepz=5"), "stepz")
+    assert (flow_project / "params.yaml").read_text() == params
+    assert_one_line_error(invoke("compare", "--root", flow_project, "--set", "tracking.experiment=x"),
+                          "params.yaml", "--set")
