@@ -157,9 +157,11 @@ def test_generate_writes_videos_index_and_pins_the_first_frame(project):
         video, _ = read_video(out / r["mp4"])
         first = np.asarray(Image.open(out / r["first_frame"]))
         assert video.shape == (F, H, W, 3) and first.shape == (H, W, 3)
-        # Frame 0 is the VAE's reconstruction of the first frame (pinned z0), up to mp4 compression.
+        # Frame 0 is the VAE's reconstruction of the first frame (pinned z0), up to mp4 (H.264)
+        # compression of a 32x48 frame: measured 8.1 of 255 with the redrawn world's thick rain
+        # streaks (the bit-exact pinning of z0 is tested in test_training_pipeline.py).
         recon = pipe.decode_latents(pipe.encode_frames(first[None])[:, :, None])[0, 0]
-        assert np.abs(video[0].astype(int) - recon.astype(int)).mean() < 6
+        assert np.abs(video[0].astype(int) - recon.astype(int)).mean() < 12
     assert (out / "contact_sheet.png").stat().st_size > 0
 
 
