@@ -490,6 +490,7 @@ def make_dataset(
     width: int = 96,
     seed: int = 0,
     write_video: Callable[[np.ndarray, Path], object],
+    motions: tuple[str, ...] | list[str] = MOTIONS,
 ) -> list[dict]:
     """Write out_dir/<motion>/<i:02d>.mp4 and out_dir/<motion>/captions.csv.
 
@@ -498,7 +499,8 @@ def make_dataset(
     """
     out_dir = Path(out_dir)
     rows = []
-    for motion in MOTIONS:
+    for motion in motions:
+        _check_motion(motion)
         folder = out_dir / motion
         folder.mkdir(parents=True, exist_ok=True)
         captions = []

@@ -46,15 +46,8 @@ def params_for(overrides: dict | None = None):
 
 def _write_world(root: Path) -> None:
     """What the `world` stage writes, for 2 motions at test size: videos + captions.csv, eval prompts."""
-    for motion in MOTIONS:
-        folder = Layout(root).world_videos / motion
-        folder.mkdir(parents=True)
-        rows = [("file", "caption")]
-        for i, content in enumerate(world.training_contents(motion, 4, seed=0)):
-            write_mp4(world.render_video(motion, content, frames=F, height=H, width=W, seed=i), folder / f"{i:02d}.mp4")
-            rows.append((f"{i:02d}.mp4", content.caption(motion)))
-        with open(folder / "captions.csv", "w", newline="") as f:
-            csv.writer(f).writerows(rows)
+    world.make_dataset(Layout(root).world_videos, videos_per_motion=4, frames=F, height=H, width=W, seed=0,
+                       write_video=write_mp4, motions=MOTIONS)
     prompts = root / "data/prompts/test_eval.csv"
     prompts.parent.mkdir(parents=True, exist_ok=True)
     with open(prompts, "w", newline="") as f:
