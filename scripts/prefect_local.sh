@@ -27,6 +27,13 @@ BIN=${PREFECT_BIN:-$(command -v prefect || echo "$ROOT/.venv/bin/prefect")}
 RUN=$PREFECT_HOME/run
 mkdir -p "$RUN"
 
+# Run a command with SIGINT at its default action. A shell started in the background (nohup, CI
+# runners, `make &`) passes SIGINT down as *ignored*, bash cannot undo that for its children, and a
+# Python process that starts with SIGINT ignored never raises KeyboardInterrupt: the server and the
+# workers would then ignore the SIGINT that `down` sends. An array, not a function: `"${SIGINT_DEFAULT[@]}"
+# cmd &` stays one simple command, so $! (and, through exec, the pid file) is the Prefect process itself.
+SIGINT_DEFAULT=(python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])')
+
 stop_pid() {  # stop_pid <pid file> <name>: SIGINT, wait up to 30 s, then SIGTERM
   local file=$1 name=$2 pid
   [[ -f $file ]] || return 0
@@ -35,7 +42,10 @@ stop_pid() {  # stop_pid <pid file> <name>: SIGINT, wait up to 30 s, then SIGTER
     echo "stopping $name (pid $pid)"
     kill -INT "$pid" 2>/dev/null || true
     for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; sleep 2; fi
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "$name still running 30 s after SIGINT: SIGTERM"
+      kill -TERM "$pid" 2>/dev/null || true; sleep 2
+    fi
   fi
   rm -f "$file"
 }
@@ -45,7 +55,7 @@ up() {
     echo "server already running (pid $(cat "$RUN/server.pid"))"
   else
     set -m  # job control: see start_worker
-    "$BIN" server start --host 127.0.0.1 --port "$PORT" </dev/null >"$RUN/server.log" 2>&1 &
+    "${SIGINT_DEFAULT[@]}" "$BIN" server start --host 127.0.0.1 --port "$PORT" </dev/null >"$RUN/server.log" 2>&1 &
     echo $! >"$RUN/server.pid"
     set +m
     echo "server starting (pid $!, log $RUN/server.log)"
@@ -76,9 +86,10 @@ start_worker() {  # start_worker <id> [env assignments...] -- <worker start args
   while [[ $1 != -- ]]; do envs+=("$1"); shift; done
   shift
   # job control on: without it a background job of this (non-interactive) shell ignores SIGINT, and a
-  # Prefect worker then ignores the SIGINT (and the SIGTERM it turns into SIGINT) that `down` sends
+  # Prefect worker then ignores the SIGINT (and the SIGTERM it turns into SIGINT) that `down` sends;
+  # SIGINT_DEFAULT: the same when this shell itself was started with SIGINT ignored
   set -m
-  env ${envs[@]+"${envs[@]}"} "$BIN" worker start --pool "$POOL" "$@" </dev/null >"$RUN/worker-$id.log" 2>&1 &
+  "${SIGINT_DEFAULT[@]}" env ${envs[@]+"${envs[@]}"} "$BIN" worker start --pool "$POOL" "$@" </dev/null >"$RUN/worker-$id.log" 2>&1 &
   echo $! >"$pidf"
   set +m
   echo "worker $id started (pid $!, log $RUN/worker-$id.log)"

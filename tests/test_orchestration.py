@@ -56,8 +56,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _sh(cmd, cwd, env, timeout=600, check=True) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    # Started with SIGINT ignored, as under nohup or a CI runner (a background job inherits it): the
+    # server and workers prefect_local.sh starts must still stop on the SIGINT of `down` (test_f).
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                       preexec_fn=_ignore_sigint)
     if check and p.returncode != 0:
         raise AssertionError(f"{cmd} exited {p.returncode}\nstdout:\n{p.stdout[-4000:]}\nstderr:\n{p.stderr[-4000:]}")
     return p
@@ -573,11 +580,10 @@ def test_prefect_local_down_stops_cleanly(project):
     for q in (pid, *workers.values()):
         os.kill(q, 0)
     t0 = time.monotonic()
-    p.run("bash", "scripts/prefect_local.sh", "down", timeout=180)
-    # Every process must be gone (the script sends SIGINT, then SIGTERM after 30 s per process).
-    # Stopping on SIGINT alone (< 30 s) held in an interactive session but not under make -> pytest
-    # in a fresh clone (99 s: workers still ignore SIGINT there); see the orchestration issue.
-    assert time.monotonic() - t0 < 180
+    out = p.run("bash", "scripts/prefect_local.sh", "down", timeout=180).stdout
+    # Every process stops on SIGINT: the script's SIGTERM fallback comes only after 30 s per process,
+    # so < 30 s in all means none needed it, although all were started with SIGINT ignored (see _sh).
+    assert time.monotonic() - t0 < 30 and "SIGTERM" not in out, out
     time.sleep(0.5)
     for q in (pid, *workers.values()):
         with pytest.raises(ProcessLookupError):
