@@ -7,6 +7,8 @@ Writes, under `reports/`:
 - gallery.html: every generated gif with its prompt and scores, grouped by motion,
   plus each motion's contact sheet; relative links, no scripts or CDN, so it opens
   offline straight from the folder.
+- examples/<motion>.gif: each motion's first generated video (a copy, small enough to
+  commit), shown with its prompt in summary.md and the README.
 
 Output depends on the inputs only (no timestamps, no software versions in the PNGs),
 so an unchanged run gives the same bytes and DVC's cache stays valid.
@@ -19,6 +21,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -76,7 +79,30 @@ def _read_inputs(layout: Layout) -> tuple[dict, list[dict]]:
     return metrics, rows
 
 
-def summary_markdown(params: Params, layout: Layout, metrics: dict) -> str:
+def write_examples(params: Params, layout: Layout, rows: list[dict]) -> list[tuple[str, dict, Path]]:
+    """Copy each motion's first generated gif to reports/examples/<motion>.gif; returns
+    (motion, its per_video.csv row, the copy) per motion that has videos."""
+    by_mp4 = {r["mp4"]: r for r in rows}
+    folder = layout.reports / "examples"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    examples = []
+    for motion in params.motions:
+        entries = read_generated(layout, motion)
+        if not entries:
+            continue
+        gen = layout.generated(motion)
+        gif, mp4 = gen / entries[0]["gif"], gen / entries[0]["mp4"]
+        row = by_mp4.get(os.path.relpath(mp4, layout.out).replace(os.sep, "/"))
+        if not gif.is_file() or row is None:
+            raise StageError(f"{gen / 'index.csv'}: {gif.name} or its scores are missing; rerun `generate` and `metrics`")
+        shutil.copyfile(gif, folder / f"{motion}.gif")
+        examples.append((motion, row, folder / f"{motion}.gif"))
+    return examples
+
+
+def summary_markdown(params: Params, layout: Layout, metrics: dict,
+                     examples: list[tuple[str, dict, Path]] = ()) -> str:
     overall, per_motion = metrics["overall"], metrics["per_motion"]
     clip, comparable = _clip_description(params, layout.root)
     lines = [
@@ -127,6 +153,15 @@ def summary_markdown(params: Params, layout: Layout, metrics: dict) -> str:
                  f"{_fmt(overall.get('first_frame_fidelity'))} |")
     lines += ["", "Plots: " + ", ".join(f"[{k}](plots/{k}.png)" for k in METRIC_KEYS) + ".",
               "Videos with prompts and scores: [gallery.html](gallery.html).", ""]
+    if examples:
+        lines += ["## Examples", "", "The first generated video of each motion (its eval prompt, seed) and the "
+                  "motion the optical-flow score sees in it.", "",
+                  "| motion | video | prompt | motion seen |", "|---|---|---|---|"]
+        for motion, row, gif in examples:
+            seen = row["predicted_motion"] + ("" if row["motion_correct"] == "True" else " (wrong)")
+            lines.append(f"| {motion} | ![{motion}]({_href(gif, layout.reports)}) | {row['prompt']} "
+                         f"(seed {row['seed']}) | {seen} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -205,13 +240,14 @@ def gallery_html(params: Params, layout: Layout, metrics: dict, rows: list[dict]
 
 
 def run(params: Params, root: Path, run_dir: str = "") -> dict:
-    """Write summary.md, plots/<metric>.png and gallery.html from the metrics stage's outputs."""
+    """Write summary.md, examples/, plots/<metric>.png and gallery.html from the metrics stage's outputs."""
     layout = Layout(Path(root), run_dir)
     metrics, rows = _read_inputs(layout)
     reports = layout.reports
-    outputs = []
+    examples = write_examples(params, layout, rows)
+    outputs = [gif for _, _, gif in examples]
     with atomic_write(reports / "summary.md") as tmp:
-        tmp.write_text(summary_markdown(params, layout, metrics), encoding="utf-8")
+        tmp.write_text(summary_markdown(params, layout, metrics, examples), encoding="utf-8")
     outputs.append(reports / "summary.md")
     for key in METRIC_KEYS:
         chance = metrics["overall"].get("motion_chance") if key == "motion_accuracy" else None

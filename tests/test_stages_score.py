@@ -8,6 +8,7 @@ PNG, so its first-frame fidelity is computable by hand.
 """
 import csv
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -223,6 +224,22 @@ def test_summary_table(project):
     assert "chance = 25.0%" in text
 
 
+def test_examples_are_each_motions_first_gif_with_its_prompt(project):
+    """reports/examples/<motion>.gif = a byte copy of the motion's first generated gif, listed in
+    summary.md with that video's prompt (what the README shows)."""
+    layout = project["layout"]
+    text = (layout.reports / "summary.md").read_text(encoding="utf-8")
+    rows = {r["mp4"]: r for r in csv.DictReader(open(layout.reports / "per_video.csv", newline=""))}
+    gifs = sorted((layout.reports / "examples").iterdir())
+    assert gifs and all(g.suffix == ".gif" for g in gifs)
+    for gif in gifs:
+        motion = gif.stem
+        first = metrics_stage.read_generated(layout, motion)[0]
+        assert gif.read_bytes() == (layout.generated(motion) / first["gif"]).read_bytes()
+        mp4 = os.path.relpath(layout.generated(motion) / first["mp4"], layout.out).replace(os.sep, "/")
+        assert f"| {motion} | ![{motion}](examples/{motion}.gif) | {rows[mp4]['prompt']} (seed" in text
+
+
 def test_plots_are_pngs(project):
     for key in metrics_stage.METRIC_KEYS:
         assert (project["layout"].reports / "plots" / f"{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -255,5 +272,5 @@ def test_rerun_is_byte_identical(project):
     metrics_stage.run(params, root)
     report_stage.run(params, root)
     files = {p.relative_to(root): p.read_bytes() for p in sorted(layout.reports.rglob("*")) if p.is_file()}
-    assert files.keys() == project["files"].keys() and len(files) == 3 + 2 + 5
+    assert files.keys() == project["files"].keys() and len(files) == 3 + 2 + 5 + len(params.motions)  # + examples/<motion>.gif
     assert [k for k in files if files[k] != project["files"][k]] == []
