@@ -223,7 +223,8 @@ def inprocess_stage(stage: str, root: str = ".", motion: str | None = None, run_
 
 
 def ensure_gpu_limit(name: str | None = GPU_LIMIT, limit: int = 1) -> None:
-    """Create the global concurrency limit `name` (limit slots) unless it exists."""
+    """Create the global concurrency limit `name` (limit slots) unless it exists; an existing one
+    must be active (a disabled limit is not enforced: GPU stages would share one GPU at once)."""
     if not name:
         return
     from prefect.client.orchestration import get_client
@@ -232,12 +233,18 @@ def ensure_gpu_limit(name: str | None = GPU_LIMIT, limit: int = 1) -> None:
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            existing = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             try:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
             except Exception:  # noqa: BLE001 - created concurrently
                 client.read_global_concurrency_limit_by_name(name)
+            return
+    if not existing.active:
+        raise RuntimeError(
+            f"the Prefect global concurrency limit '{name}' is disabled, so GPU stages would not take turns: "
+            f"enable it (`prefect gcl enable {name}`), or run without one on purpose (gpu_limit='' / "
+            "--gpu-limit '')")
 
 
 def strip_ansi(text: str) -> str:

@@ -71,20 +71,13 @@ def _sh(cmd, cwd, env, timeout=600, check=True) -> subprocess.CompletedProcess:
 
 
 def _write_videos(root: Path) -> None:
-    """4 training videos (+ captions.csv) per motion in data/videos/<motion>/, and 2 eval prompts per motion."""
+    """4 training videos (+ captions.csv) per motion in data/videos/<motion>/ (the world's writer, as
+    the user-folder layout), and 2 eval prompts per motion."""
     from lamp_model import world
     from lamp_model.video import write_mp4
 
-    for motion in MOTIONS:
-        folder = root / "data/videos" / motion
-        folder.mkdir(parents=True)
-        rows = [("file", "caption")]
-        for i, content in enumerate(world.training_contents(motion, 4, seed=0)):
-            write_mp4(world.render_video(motion, content, frames=F, height=H, width=W, seed=i),
-                      folder / f"{i:02d}.mp4")
-            rows.append((f"{i:02d}.mp4", content.caption(motion)))
-        with open(folder / "captions.csv", "w", newline="") as f:
-            csv.writer(f).writerows(rows)
+    world.make_dataset(root / "data/videos", videos_per_motion=4, frames=F, height=H, width=W, seed=0,
+                       write_video=write_mp4, motions=MOTIONS)
     prompts = root / "data/prompts/test_eval.csv"
     prompts.parent.mkdir(parents=True, exist_ok=True)
     with open(prompts, "w", newline="") as f:
@@ -405,6 +398,7 @@ def test_d_fan_out_one_motion_per_worker(project):
 _GPU_LIMIT = '''
 import json, time
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
 from tasks.prefect_tasks import GPU_LIMIT, _gpu_slot, ensure_gpu_limit
 
@@ -442,6 +436,13 @@ with get_client(sync_client=True) as c:
     ensure_gpu_limit("lamp-test-gpu", limit=4)
     made = c.read_global_concurrency_limit_by_name("lamp-test-gpu")
     out["created"] = {"limit": made.limit, "active": made.active, "decay": made.slot_decay_per_second}
+    # ... and refuses a disabled one (it would not be enforced)
+    c.update_global_concurrency_limit("lamp-test-gpu", GlobalConcurrencyLimitUpdate(active=False))
+    try:
+        ensure_gpu_limit("lamp-test-gpu")
+        out["disabled"] = "accepted"
+    except RuntimeError as e:
+        out["disabled"] = str(e)
     c.delete_global_concurrency_limit_by_name("lamp-test-gpu")
 print(json.dumps(out))
 '''
@@ -449,13 +450,15 @@ print(json.dumps(out))
 
 def test_e_gpu_limit_is_one_strict_slot(project):
     """The "gpu" global concurrency limit (re-created by the flow in test_d) has exactly 1 slot, is active and
-    no rate limit; GPU stages acquire it strictly (a missing limit fails) and exclusively (a second holder waits)."""
+    no rate limit; GPU stages acquire it strictly (a missing limit fails) and exclusively (a second holder waits);
+    ensure_gpu_limit refuses a disabled limit."""
     res = project.python_json(_GPU_LIMIT, timeout=120)
     assert res["gpu"] == {"limit": 1, "active": True, "decay": 0.0, "active_slots": 0}, res
     assert res["held"] == 1 and res["second"] == "timed out" and res["after"] == 0, res
     assert res["extract"] == 0, res
     assert res["missing"] == "ConcurrencySlotAcquisitionError", res
     assert res["created"] == {"limit": 1, "active": True, "decay": 0.0}, res
+    assert "'lamp-test-gpu' is disabled" in res["disabled"] and "prefect gcl enable" in res["disabled"], res
 
 
 def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
