@@ -47,24 +47,25 @@ def from_image(image: str | Path | np.ndarray, height: int, width: int, policy: 
     return _fit(np.asarray(pil.convert("RGB")), height, width, policy)
 
 
-def _render(pipe, prompts: list[str], height: int, width: int, seed: int, **call_kwargs) -> list[np.ndarray]:
-    """One call per prompt with its own generator (seed + i): a prompt's image does not depend on the batch."""
+def _render(pipe, prompts: list[str], fit_to: tuple[int, int], seed: int, **call_kwargs) -> list[np.ndarray]:
+    """One call per prompt with its own generator (seed + i): a prompt's image does not depend on the batch.
+    Each image is then fitted to fit_to = (height, width); call_kwargs go to the pipeline."""
     images = []
     for i, prompt in enumerate(prompts):
         generator = torch.Generator().manual_seed(seed + i)
         out = pipe(prompt, generator=generator, output_type="np", **call_kwargs).images[0]
-        images.append(_fit((out * 255).round().astype(np.uint8), height, width))
+        images.append(_fit((out * 255).round().astype(np.uint8), *fit_to))
     return images
 
 
 def from_sdxl(pipe: StableDiffusionXLPipeline, prompts: list[str], height: int, width: int, seed: int = 0,
               steps: int = 50, guidance: float = 5.0) -> list[np.ndarray]:
     """SD-XL first frames (the paper's choice), rendered at SD-XL's native size, then fitted."""
-    return _render(pipe, list(prompts), height, width, seed, num_inference_steps=steps, guidance_scale=guidance)
+    return _render(pipe, list(prompts), (height, width), seed, num_inference_steps=steps, guidance_scale=guidance)
 
 
 def from_base_model(pipe: StableDiffusionPipeline, prompts: list[str], height: int, width: int, seed: int = 0,
                     steps: int = 50, guidance: float = 7.5) -> list[np.ndarray]:
     """First frames from the base SD v1.x model (ablation 1), rendered at height x width."""
-    return _render(pipe, list(prompts), height, width, seed, height=height, width=width,
+    return _render(pipe, list(prompts), (height, width), seed, height=height, width=width,
                    num_inference_steps=steps, guidance_scale=guidance)
