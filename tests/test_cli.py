@@ -410,7 +410,8 @@ def test_pipeline_runs_the_flow_with_set_written_to_params(flow_project, pipelin
 
 @pytest.fixture(scope="module")
 def ablations(flow_project, pipeline_run):
-    """The real ablation flow (2 variants, both motions) on the project, with MLflow tracking on
+    """The real ablation flow (3 variants: full, a sampling-only one that renders its first frames with the
+    base model, and one more; both motions) on the project, with MLflow tracking on
     (a sqlite store in the project); `lamp compare` first, while the store has no ablation runs."""
     from flows.ablations import lamp_ablations
 
@@ -418,7 +419,8 @@ def ablations(flow_project, pipeline_run):
     write_overrides(root / "params.yaml", {"tracking.enabled": True})  # no DVC stage reads `tracking`
     before = invoke("compare", "--root", root)
     t0 = time.monotonic()
-    flow = lamp_ablations(motions=FLOW_MOTIONS, variants=["full", "no_shared_noise"], root=str(root),
+    flow = lamp_ablations(motions=FLOW_MOTIONS, variants=["full", "first_frame_base", "no_shared_noise"],
+                          root=str(root),
                           overrides={"train.steps": 2})
     print(f"ablation flow: {time.monotonic() - t0:.0f} s")
     return {"before": before, "flow": flow}
@@ -440,12 +442,12 @@ def test_compare_table_from_mlflow_runs(flow_project, ablations):
     assert result.exit_code == 0, result.stderr
     for name in ("comparison.csv", "comparison.md", "comparison.png"):
         assert f"wrote {out / name}" in result.stdout
-    assert "full" in result.stdout and "no_shared_noise" in result.stdout
+    assert all(v in result.stdout for v in ("full", "first_frame_base", "no_shared_noise"))
 
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["lamp"],
                               filter_string="tags.stage = 'metrics' AND tags.variant != 'main'")
-    assert sorted(runs["tags.variant"]) == ["full", "no_shared_noise"]
+    assert sorted(runs["tags.variant"]) == ["first_frame_base", "full", "no_shared_noise"]
     assert set(runs["tags.ablation_run"]) == {ablations["flow"]["mlflow_run_id"]}
     logged = {r["tags.variant"]: {k.removeprefix("metrics."): v for k, v in r.items()
                                   if k.startswith("metrics.") and k != "metrics.duration_s" and v == v}
@@ -453,7 +455,7 @@ def test_compare_table_from_mlflow_runs(flow_project, ablations):
 
     with open(out / "comparison.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in rows] == ["full", "no_shared_noise"]
+    assert [r["variant"] for r in rows] == ["full", "first_frame_base", "no_shared_noise"]  # spec order
     for r in rows:
         values = {k: float(v) for k, v in r.items() if k != "variant" and v != ""}
         assert values.keys() == logged[r["variant"]].keys()
