@@ -41,7 +41,7 @@ run: setup
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
-test-slow: setup  # the slow quality runs (tests marked slow; CPU ~25 min)
+test-slow: setup  # the slow quality runs (tests marked slow; CPU ~22 min)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
 
 bench: setup
