@@ -79,6 +79,11 @@ def _read_inputs(layout: Layout) -> tuple[dict, list[dict]]:
     return metrics, rows
 
 
+def _mp4_key(layout: Layout, mp4: Path) -> str:
+    """How per_video.csv names a video: its path relative to the outputs folder, with /."""
+    return os.path.relpath(mp4, layout.out).replace(os.sep, "/")
+
+
 def write_examples(params: Params, layout: Layout, rows: list[dict]) -> list[tuple[str, dict, Path]]:
     """Copy each motion's first generated gif to reports/examples/<motion>.gif; returns
     (motion, its per_video.csv row, the copy) per motion that has videos."""
@@ -93,7 +98,7 @@ def write_examples(params: Params, layout: Layout, rows: list[dict]) -> list[tup
             continue
         gen = layout.generated(motion)
         gif, mp4 = gen / entries[0]["gif"], gen / entries[0]["mp4"]
-        row = by_mp4.get(os.path.relpath(mp4, layout.out).replace(os.sep, "/"))
+        row = by_mp4.get(_mp4_key(layout, mp4))
         if not gif.is_file() or row is None:
             raise StageError(f"{gen / 'index.csv'}: {gif.name} or its scores are missing; rerun `generate` and `metrics`")
         shutil.copyfile(gif, folder / f"{motion}.gif")
@@ -220,7 +225,7 @@ def gallery_html(params: Params, layout: Layout, metrics: dict, rows: list[dict]
             gif, mp4 = folder / entry["gif"], folder / entry["mp4"]
             if not gif.is_file():
                 raise StageError(f"{folder / 'index.csv'}: gif file {gif} not found; rerun the `generate` stage")
-            score = by_mp4.get(os.path.relpath(mp4, layout.out).replace(os.sep, "/"))
+            score = by_mp4.get(_mp4_key(layout, mp4))
             if score is None:
                 raise StageError(f"{reports / 'per_video.csv'}: no scores for {mp4}; rerun the `metrics` stage")
             ok = score["motion_correct"] == "True"
