@@ -50,6 +50,12 @@ def train_base(args, frames: np.ndarray, captions: list[str], device) -> tuple:
     return comps, t_vae, time.perf_counter() - t0 - t_vae
 
 
+def fresh_pipeline(comps, device) -> LampPipeline:
+    """The base inflated into a new LampUNet (zero-initialised temporal layers): untuned, or to be tuned."""
+    unet = LampUNet.from_unet2d(copy.deepcopy(comps.unet))
+    return LampPipeline(comps.vae, comps.text_encoder, comps.tokenizer, unet, comps.scheduler).to(device)
+
+
 def clip_latents(pipe: LampPipeline, clips: list[np.ndarray]) -> torch.Tensor:
     """[n,c,f,h,w] like the cache stage (VAE mean x scaling factor)."""
     return torch.stack([pipe.encode_frames(c).permute(1, 0, 2, 3) for c in clips]).float()
@@ -121,9 +127,7 @@ def main(argv=None) -> dict:
     if not args.skip_untuned:
         untuned = {}
         for m in world.MOTIONS:
-            pipe = LampPipeline(comps.vae, comps.text_encoder, comps.tokenizer,
-                                LampUNet.from_unet2d(copy.deepcopy(comps.unet)), comps.scheduler).to(device)
-            untuned[m] = generate(pipe, prompts[m], args)
+            untuned[m] = generate(fresh_pipeline(comps, device), prompts[m], args)
         untuned_acc, untuned_per = accuracy(untuned)
         print(f"untuned: motion accuracy {untuned_acc:.3f}", flush=True)
 
@@ -131,12 +135,11 @@ def main(argv=None) -> dict:
     for seed in [int(s) for s in args.seeds.split(",")]:
         videos, t_tune = {}, 0.0
         for m in world.MOTIONS:
-            unet = LampUNet.from_unet2d(copy.deepcopy(comps.unet)).to(device)
-            pipe = LampPipeline(comps.vae, comps.text_encoder, comps.tokenizer, unet, comps.scheduler).to(device)
+            pipe = fresh_pipeline(comps, device)
             latents = clip_latents(pipe, train_clips[m])
             text = pipe.encode_prompt(clip_captions[m]).float()
             t0 = time.perf_counter()
-            train_motion(unet, comps.train_scheduler(), latents, text,
+            train_motion(pipe.unet, comps.train_scheduler(), latents, text,
                          TrainSettings(steps=args.tune_steps, lr=args.tune_lr, seed=seed, mixed_precision="no"))
             t_tune += time.perf_counter() - t0
             videos[m] = generate(pipe, prompts[m], args)
