@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import torch
+from PIL import Image
 
 from benchmarks.common import machine_info
 from benchmarks.world_vae import evaluate, render
@@ -34,6 +35,7 @@ from lamp_model.pipeline import LampPipeline
 from lamp_model.small import build_sd
 from lamp_model.training import TrainSettings, train_motion
 from lamp_model.unet import LampUNet
+from lamp_model.video import make_contact_sheet
 
 
 def train_base(args, frames: np.ndarray, captions: list[str], device) -> tuple:
@@ -43,7 +45,8 @@ def train_base(args, frames: np.ndarray, captions: list[str], device) -> tuple:
     for part in (comps.vae, comps.unet, comps.text_encoder):
         part.to(device)
     t0 = time.perf_counter()
-    train_vae(comps, frames, steps=args.vae_steps, batch_size=args.batch_size, lr=args.lr, seed=0)
+    train_vae(comps, frames, steps=args.vae_steps, batch_size=args.batch_size, lr=args.lr, seed=0,
+              detail_weight=args.vae_detail_weight)
     t_vae = time.perf_counter() - t0
     train_text_to_image(comps, frames, captions, steps=args.unet_steps, batch_size=args.batch_size, lr=args.lr,
                         seed=0)
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-channels", type=int, default=4)
     p.add_argument("--unet-channels", type=lambda s: [int(v) for v in s.split(",")], default=[32, 64])
     p.add_argument("--vae-steps", type=int, default=600)
+    p.add_argument("--vae-detail-weight", type=float, default=10.0,
+                   help="train_vae's detail_weight (params.yaml base_train.vae_detail_weight)")
     p.add_argument("--unet-steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -95,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="write every figure as JSON here")
+    p.add_argument("--sheet", default=None, help="write a contact sheet (PNG) of 2 tuned videos per motion, "
+                   "first seed, here")
     p.add_argument("--report", default=None, help="write a markdown table here (e.g. reports/world_motion.md)")
     return p
 
@@ -144,6 +151,9 @@ def main(argv=None) -> dict:
             t_tune += time.perf_counter() - t0
             videos[m] = generate(pipe, prompts[m], args)
         acc, per = accuracy(videos)
+        if args.sheet and not runs:
+            Image.fromarray(make_contact_sheet([v for m in world.MOTIONS for v in videos[m][:2]],
+                                               [p for m in world.MOTIONS for p in prompts[m][:2]])).save(args.sheet)
         runs.append({"seed": seed, "motion_accuracy": acc, "per_motion": per, "tune_s": t_tune})
         print(f"tuned seed {seed}: motion accuracy {acc:.3f} ({t_tune:.0f} s tuning) "
               + " ".join(f"{m}={v:.2f}" for m, v in per.items()), flush=True)

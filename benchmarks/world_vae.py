@@ -25,9 +25,11 @@ from diffusers import AutoencoderKL
 
 from benchmarks.common import machine_info
 from lamp_model import world
-from lamp_model.base_training import train_vae
+from lamp_model.base_training import detail_map, train_vae
 from lamp_model.motion_score import MotionCentroids, motion_descriptor
 from lamp_model.small import small_vae_config
+
+DETAIL_THRESHOLD = 0.3  # detail_map above this: objects and their edges ("object PSNR")
 
 
 def render(n_train: int, height: int, width: int, seed: int = 0):
@@ -52,15 +54,19 @@ def round_trip(vae: AutoencoderKL, clip: np.ndarray) -> np.ndarray:
 
 
 def evaluate(vae, eval_clips, centroids) -> dict:
-    labelled, sq = [], []
+    labelled, sq, sq_detail = [], [], []
     for m, clips in eval_clips.items():
         for clip in clips:
             r = round_trip(vae, clip)
-            sq.append(np.mean((r.astype(np.float64) - clip) ** 2))
+            err = (r.astype(np.float64) - clip) ** 2
+            sq.append(err.mean())
+            detail = detail_map(torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 127.5 - 1)[:, 0].numpy()
+            sq_detail.append(err[detail > DETAIL_THRESHOLD].mean())
             labelled.append((motion_descriptor(r), m))
     per_motion = {m: float(np.mean([centroids.predict(d) == m for d, mm in labelled if mm == m]))
                   for m in eval_clips}
     return {"psnr_db": float(10 * np.log10(255 ** 2 / np.mean(sq))),
+            "object_psnr_db": float(10 * np.log10(255 ** 2 / np.mean(sq_detail))),
             "round_trip_motion_accuracy": centroids.accuracy(labelled), "per_motion_accuracy": per_motion}
 
 
@@ -70,6 +76,7 @@ def main(argv=None):
     p.add_argument("--channels", default="32,32,64,64", help="VAE block widths (4 blocks = 8x downsampling)")
     p.add_argument("--crops", default="none,32x48", help="training crop sizes (none = full frames)")
     p.add_argument("--steps", default="600,1500", help="training steps (each a fresh run)")
+    p.add_argument("--detail-weights", default="0", help="train_vae detail_weight values to try")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--height", type=int, default=64)
@@ -85,20 +92,22 @@ def main(argv=None):
     print(f"{len(frames)} training frames; raw held-out clips motion accuracy {raw:.3f}")
     channels = tuple(int(c) for c in args.channels.split(","))
     results = []
-    for latent, crop, steps in itertools.product(args.latents.split(","), args.crops.split(","),
-                                                 args.steps.split(",")):
+    for latent, crop, steps, detail in itertools.product(args.latents.split(","), args.crops.split(","),
+                                                         args.steps.split(","), args.detail_weights.split(",")):
         crop_hw = None if crop == "none" else tuple(int(v) for v in crop.split("x"))
         torch.manual_seed(0)
         vae = AutoencoderKL(**small_vae_config(channels, int(latent))).to(args.device)
         t0 = time.perf_counter()
         losses = train_vae(SimpleNamespace(vae=vae), frames, steps=int(steps), batch_size=args.batch_size,
-                           lr=args.lr, seed=0, crop=crop_hw)
+                           lr=args.lr, seed=0, crop=crop_hw, detail_weight=float(detail))
         seconds = time.perf_counter() - t0
-        row = {"latent_channels": int(latent), "crop": crop, "steps": int(steps), "train_s": seconds,
+        row = {"latent_channels": int(latent), "crop": crop, "steps": int(steps), "detail_weight": float(detail),
+               "train_s": seconds,
                "s_per_step": seconds / int(steps), "final_loss": float(np.mean(losses[-50:])),
                **evaluate(vae, eval_clips, centroids)}
         results.append(row)
-        print(f"latent {latent:>2} crop {crop:>6} steps {steps:>5}: PSNR {row['psnr_db']:.1f} dB, "
+        print(f"latent {latent:>2} crop {crop:>6} steps {steps:>5} detail {detail}: PSNR {row['psnr_db']:.1f} dB "
+              f"(objects {row['object_psnr_db']:.1f} dB), "
               f"round-trip motion acc {row['round_trip_motion_accuracy']:.3f}, {row['s_per_step'] * 1e3:.1f} ms/step",
               flush=True)
     out = {"machine": machine_info(torch.device(args.device)), "settings": vars(args),

@@ -59,6 +59,7 @@ class BaseTrainParams(_Section):
     """Training of the motion world's own base model (unused with real weights)."""
 
     vae_steps: int = Field(1500, ge=0)
+    vae_detail_weight: float = Field(10.0, ge=0)  # weigh objects/edges in the VAE loss (train_vae)
     unet_steps: int = Field(3000, ge=0)
     clip_steps: int = Field(600, ge=0)
     batch_size: int = Field(16, ge=1)

@@ -88,8 +88,8 @@ def small_unet_config(channels=(32, 64), cross_attention_dim=32, heads=1, layers
 def small_vae_config(channels=(32, 32, 64, 64), latent_channels=4) -> dict:
     """An 8x-downsampling VAE (one block per factor 2, plus the last) like SD's, tiny width.
 
-    SD's VAE has 4 latent channels; a tiny VAE keeps small objects better with more
-    (the motion world uses 8: see base_train.vae_latent_channels).
+    SD's VAE has 4 latent channels, and so does the motion world's (`build_sd(latent_channels=...)`
+    can try more: `benchmarks/world_motion.py --latent-channels`).
     """
     n = len(channels)
     return dict(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=tuple(channels),

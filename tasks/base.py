@@ -116,7 +116,7 @@ def _train_world(params: Params, layout: Layout) -> dict:
                          seed=bt.seed)
     t0 = time.perf_counter()
     vae_losses = base_training.train_vae(comps, images, steps=bt.vae_steps, batch_size=bt.batch_size, lr=bt.lr,
-                                         seed=bt.seed)
+                                         seed=bt.seed, detail_weight=bt.vae_detail_weight)
     times["vae_s"] = time.perf_counter() - t0
     vae_psnr = _vae_psnr(comps, images[:64])
     log.info("base: VAE %d steps in %.0f s, reconstruction PSNR %.1f dB", bt.vae_steps, times["vae_s"], vae_psnr)
