@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL
 
 from benchmarks.common import machine_info
 from lamp_model import world
-from lamp_model.base_training import detail_map, train_vae
+from lamp_model.base_training import _pixels, detail_map, train_vae
 from lamp_model.motion_score import MotionCentroids, motion_descriptor
 from lamp_model.small import small_vae_config
 
@@ -60,7 +60,7 @@ def evaluate(vae, eval_clips, centroids) -> dict:
             r = round_trip(vae, clip)
             err = (r.astype(np.float64) - clip) ** 2
             sq.append(err.mean())
-            detail = detail_map(torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 127.5 - 1)[:, 0].numpy()
+            detail = detail_map(_pixels(clip))[:, 0].numpy()
             sq_detail.append(err[detail > DETAIL_THRESHOLD].mean())
             labelled.append((motion_descriptor(r), m))
     per_motion = {m: float(np.mean([centroids.predict(d) == m for d, mm in labelled if mm == m]))
@@ -102,8 +102,7 @@ def main(argv=None):
                            lr=args.lr, seed=0, crop=crop_hw, detail_weight=float(detail))
         seconds = time.perf_counter() - t0
         row = {"latent_channels": int(latent), "crop": crop, "steps": int(steps), "detail_weight": float(detail),
-               "train_s": seconds,
-               "s_per_step": seconds / int(steps), "final_loss": float(np.mean(losses[-50:])),
+               "train_s": seconds, "s_per_step": seconds / int(steps), "final_loss": float(np.mean(losses[-50:])),
                **evaluate(vae, eval_clips, centroids)}
         results.append(row)
         print(f"latent {latent:>2} crop {crop:>6} steps {steps:>5} detail {detail}: PSNR {row['psnr_db']:.1f} dB "
