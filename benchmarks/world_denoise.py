@@ -34,6 +34,11 @@ from lamp_model.unet import LampUNet
 TIMESTEPS = (50, 200, 400, 600, 800, 950)
 
 
+def implied_eps(noisy: torch.Tensor, clean: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """The noise that `noisy` holds if its clean latent is `clean` (the two analytic predictors)."""
+    return (noisy - abar.sqrt() * clean) / (1 - abar).sqrt()
+
+
 @torch.no_grad()
 def base_error(comps, latents: torch.Tensor, text: torch.Tensor) -> dict:
     """The 2D base's epsilon MSE on the clips' frames as single images vs the trivial predictor."""
@@ -52,7 +57,7 @@ def base_error(comps, latents: torch.Tensor, text: torch.Tensor) -> dict:
         abar = scheduler.alphas_cumprod[t]
         pred = torch.cat([comps.unet(x, tc, encoder_hidden_states=e).sample
                           for x, tc, e in zip(noisy.split(64), tt.split(64), text.split(64))])
-        trivial = (noisy - abar.sqrt() * mean) / (1 - abar).sqrt()
+        trivial = implied_eps(noisy, mean, abar)
         rows[t] = {"base_2d": float((pred - noise).pow(2).mean()), "trivial": float((trivial - noise).pow(2).mean())}
     print(f"base as a 2D model on {len(z)} single frames: epsilon MSE")
     print(f"{'t':>4} | {'base':>7} | {'trivial':>7}")
@@ -97,7 +102,7 @@ def main(argv=None) -> dict:
         tt = torch.full((len(latents),), t)
         noisy = torch.cat([latents[:, :, :1], scheduler.add_noise(latents, noise, tt)[:, :, 1:]], dim=2)
         abar = scheduler.alphas_cumprod[t]
-        copy_frame0 = (noisy - abar.sqrt() * latents[:, :, :1]) / (1 - abar).sqrt()
+        copy_frame0 = implied_eps(noisy, latents[:, :, :1], abar)
         rows[t] = {"untuned": frame_losses(untuned(noisy, tt, text).sample, noise),
                    "tuned": frame_losses(tuned(noisy, tt, text).sample, noise),
                    "copy_frame0": frame_losses(copy_frame0, noise)}
