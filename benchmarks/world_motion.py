@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 import torch
-from diffusers import UNet2DConditionModel
 from PIL import Image
 
 from benchmarks.common import machine_info
@@ -42,18 +41,15 @@ from lamp_model.video import make_contact_sheet
 def train_base(args, frames: np.ndarray, captions: list[str], device) -> tuple:
     with tempfile.TemporaryDirectory() as tok:
         comps = build_sd(tok, unet_channels=tuple(args.unet_channels), text_dim=32, heads=1,
-                         latent_channels=args.latent_channels, seed=0)
-    if args.unet_norm_groups is not None:  # a knob of this benchmark only: the pipeline keeps SD's 32
-        torch.manual_seed(0)
-        comps.unet = UNet2DConditionModel.from_config({**comps.unet.config, "norm_num_groups": args.unet_norm_groups})
+                         latent_channels=args.latent_channels, unet_norm_groups=args.unet_norm_groups, seed=0)
     for part in (comps.vae, comps.unet, comps.text_encoder):
         part.to(device)
     t0 = time.perf_counter()
     train_vae(comps, frames, steps=args.vae_steps, batch_size=args.batch_size, lr=args.lr, seed=0,
               detail_weight=args.vae_detail_weight)
     t_vae = time.perf_counter() - t0
-    train_text_to_image(comps, frames, captions, steps=args.unet_steps, batch_size=args.batch_size, lr=args.lr,
-                        seed=0)
+    train_text_to_image(comps, frames, captions, steps=args.unet_steps, batch_size=args.unet_batch_size,
+                        lr=args.lr, seed=0)
     return comps, t_vae, time.perf_counter() - t0 - t_vae
 
 
@@ -70,14 +66,12 @@ def clip_latents(pipe: LampPipeline, clips: list[np.ndarray]) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(pipe: LampPipeline, prompts: list[str], args) -> list[np.ndarray]:
-    videos = []
-    for i, prompt in enumerate(prompts):
-        first = world.render_first_frame(prompt, height=args.height, width=args.width, seed=0)
-        g = torch.Generator().manual_seed(i)
-        videos.append(pipe(prompt, first, num_frames=16, height=args.height, width=args.width,
-                           num_inference_steps=args.ddim_steps, guidance_scale=args.guidance, alpha=args.alpha,
-                           generator=g, progress=False).frames[0])
-    return videos
+    """One batch: video i starts from the noise of seed i, as if generated alone."""
+    firsts = [world.render_first_frame(p, height=args.height, width=args.width, seed=0) for p in prompts]
+    generators = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+    return list(pipe(prompts, firsts, num_frames=16, height=args.height, width=args.width,
+                     num_inference_steps=args.ddim_steps, guidance_scale=args.guidance, alpha=args.alpha,
+                     generator=generators, progress=False).frames)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,17 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-untuned", action="store_true", help="do not generate with the untuned model")
     p.add_argument("--latent-channels", type=int, default=4)
     p.add_argument("--unet-channels", type=lambda s: [int(v) for v in s.split(",")], default=[32, 64])
-    p.add_argument("--unet-norm-groups", type=int, default=None,
-                   help="GroupNorm groups of the base UNet (default: the pipeline's, 32 as SD). Fewer groups lower "
-                        "the base's error at high noise (see results.md) but did not raise motion accuracy")
+    p.add_argument("--unet-norm-groups", type=int, default=8,
+                   help="GroupNorm groups of the base UNet (params.yaml base_train.unet_norm_groups; 32 = one "
+                        "channel per group at width 32, the earlier default: see results.md)")
     p.add_argument("--vae-steps", type=int, default=600)
     p.add_argument("--vae-detail-weight", type=float, default=10.0,
                    help="train_vae's detail_weight (params.yaml base_train.vae_detail_weight)")
     p.add_argument("--unet-steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="VAE images per step (base_train.batch_size)")
+    p.add_argument("--unet-batch-size", type=int, default=32, help="base_train.unet_batch_size")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--tune-steps", type=int, default=150)
     p.add_argument("--tune-lr", type=float, default=1e-3)
+    p.add_argument("--tune-batch", type=int, default=1, help="clips per tuning step (train.batch_size)")
+    p.add_argument("--motions", default=",".join(world.MOTIONS), help="tune and score only these "
+                   "(accuracy is still over all 8 centroids)")
     p.add_argument("--seeds", default="0", help="tuning seeds (one tuned model per motion per seed)")
     p.add_argument("--ddim-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=7.5)
@@ -132,6 +130,8 @@ def main(argv=None) -> dict:
     clip_captions = {m: [c.caption(m) for c in world.training_contents(m, args.videos) for _ in range(2)]
                      for m in world.MOTIONS}
 
+    motions = args.motions.split(",")
+
     def accuracy(videos: dict[str, list[np.ndarray]]) -> tuple[float, dict]:
         per = {m: float(np.mean([centroids.predict(motion_descriptor(v)) == m for v in vs]))
                for m, vs in videos.items()}
@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
     untuned_acc, untuned_per = float("nan"), {}
     if not args.skip_untuned:
         untuned = {}
-        for m in world.MOTIONS:
+        for m in motions:
             untuned[m] = generate(fresh_pipeline(comps, device), prompts[m], args)
         untuned_acc, untuned_per = accuracy(untuned)
         print(f"untuned: motion accuracy {untuned_acc:.3f}", flush=True)
@@ -148,22 +148,26 @@ def main(argv=None) -> dict:
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         videos, t_tune = {}, 0.0
-        for m in world.MOTIONS:
+        for m in motions:
             pipe = fresh_pipeline(comps, device)
             latents = clip_latents(pipe, train_clips[m])
             text = pipe.encode_prompt(clip_captions[m]).float()
             t0 = time.perf_counter()
             train_motion(pipe.unet, comps.train_scheduler(), latents, text,
-                         TrainSettings(steps=args.tune_steps, lr=args.tune_lr, seed=seed, mixed_precision="no"))
+                         TrainSettings(steps=args.tune_steps, lr=args.tune_lr, seed=seed, mixed_precision="no",
+                                       batch_size=args.tune_batch))
             t_tune += time.perf_counter() - t0
             videos[m] = generate(pipe, prompts[m], args)
         acc, per = accuracy(videos)
         if args.sheet and not runs:
-            Image.fromarray(make_contact_sheet([v for m in world.MOTIONS for v in videos[m][:2]],
-                                               [p for m in world.MOTIONS for p in prompts[m][:2]])).save(args.sheet)
-        runs.append({"seed": seed, "motion_accuracy": acc, "per_motion": per, "tune_s": t_tune})
+            Image.fromarray(make_contact_sheet([v for m in motions for v in videos[m][:2]],
+                                               [p for m in motions for p in prompts[m][:2]])).save(args.sheet)
+        seen = {m: [centroids.predict(motion_descriptor(v)) for v in vs] for m, vs in videos.items()}
+        runs.append({"seed": seed, "motion_accuracy": acc, "per_motion": per, "seen": seen, "tune_s": t_tune})
         print(f"tuned seed {seed}: motion accuracy {acc:.3f} ({t_tune:.0f} s tuning) "
               + " ".join(f"{m}={v:.2f}" for m, v in per.items()), flush=True)
+        for m, preds in seen.items():
+            print(f"  {m}: seen as {', '.join(preds)}", flush=True)
     accs = [r["motion_accuracy"] for r in runs]
     print(f"tuned: {np.mean(accs):.3f} +- {np.std(accs):.3f} over {len(accs)} seeds; untuned {untuned_acc:.3f}; "
           f"VAE ceiling {vae_eval['round_trip_motion_accuracy']:.3f}")
@@ -206,7 +210,7 @@ def report_markdown(args, vae_eval: dict, untuned_acc: float, untuned_per: dict,
         "| motion | tuned (mean ± std) | untuned | VAE ceiling |",
         "|---|---:|---:|---:|",
     ]
-    for m in world.MOTIONS:
+    for m in runs[0]["per_motion"]:
         per = [r["per_motion"][m] for r in runs]
         unt = untuned_per.get(m)
         lines.append(f"| {m} | {np.mean(per):.2f} ± {np.std(per):.2f} | "

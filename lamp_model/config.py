@@ -62,9 +62,11 @@ class BaseTrainParams(_Section):
     vae_detail_weight: float = Field(10.0, ge=0)  # weigh objects/edges in the VAE loss (train_vae)
     unet_steps: int = Field(3000, ge=0)
     clip_steps: int = Field(600, ge=0)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1)  # VAE (compute-bound at full resolution)
+    unet_batch_size: int = Field(32, ge=1)  # UNet + text encoder (latents: a batch costs little more)
     lr: float = Field(1e-3, gt=0)
     unet_channels: list[int] = [32, 64]
+    unet_norm_groups: int = Field(8, ge=1)
     text_dim: int = Field(32, ge=8)
     heads: int = Field(1, ge=1)
     seed: int = 0
@@ -82,6 +84,7 @@ class LampParams(_Section):
 class TrainParams(_Section):
     steps: int = Field(300, ge=1)
     lr: float = Field(1e-3, gt=0, le=1)
+    batch_size: int = Field(1, ge=1, le=64)
     weight_decay: float = Field(1e-2, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     first_frame_conditioning: bool = True
@@ -100,6 +103,7 @@ class SampleParams(_Section):
     adain: bool = True
     histogram_matching: bool = True
     seeds: list[int] = [0]
+    batch_size: int = Field(1, ge=1, le=64)  # videos per pipeline call; each keeps its own seed's noise
     fps: int = Field(8, ge=1)
 
 
@@ -142,6 +146,10 @@ class Params(_Section):
             if getattr(self.clips, name) % 8:
                 raise ValueError(f"clips.{name} = {getattr(self.clips, name)}: must be a multiple of 8 "
                                  "(the VAE downsamples by 8)")
+        bt = self.base_train
+        if any(c % bt.unet_norm_groups for c in bt.unet_channels):
+            raise ValueError(f"base_train.unet_norm_groups = {bt.unet_norm_groups}: must divide every "
+                             f"base_train.unet_channels {bt.unet_channels} (GroupNorm groups)")
         return self
 
     def motion_prompt(self, motion: str) -> str:

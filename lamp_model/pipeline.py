@@ -89,9 +89,19 @@ class LampPipeline(DiffusionPipeline):
         return images.permute(0, 2, 3, 1).reshape(b, f, *images.shape[-2:], 3).cpu().numpy()
 
     # -- sampling ---------------------------------------------------------------------
-    def shared_noise(self, shape, alpha: float, generator: torch.Generator | None) -> torch.Tensor:
-        """Per-frame noise mixed with the noise of frame 0 (the authors' eps_s)."""
-        noise = torch.randn(shape, generator=generator, device=getattr(generator, "device", "cpu"))
+    def shared_noise(self, shape, alpha: float,
+                     generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+        """Per-frame noise mixed with the noise of frame 0 (the authors' eps_s).
+
+        With a list of generators (one per video, as in diffusers), video i's noise comes from
+        generator i alone, so a batch of videos starts from the same noise as each video alone.
+        """
+        if isinstance(generator, list):
+            if len(generator) != shape[0]:
+                raise ValueError(f"got {len(generator)} generators for {shape[0]} videos")
+            noise = torch.cat([torch.randn((1, *shape[1:]), generator=g, device=g.device) for g in generator])
+        else:
+            noise = torch.randn(shape, generator=generator, device=getattr(generator, "device", "cpu"))
         return alpha * noise[:, :, :1] + (1 - alpha) * noise
 
     @torch.no_grad()
@@ -99,13 +109,15 @@ class LampPipeline(DiffusionPipeline):
                  num_frames: int = 16, height: int = 320, width: int = 512, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, alpha: float = 0.2, adain: bool = True,
                  histogram_matching: bool = True, negative_prompt: str = "",
-                 generator: torch.Generator | None = None, latents: torch.Tensor | None = None,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None,
                  callback: Callable[[int, torch.Tensor], None] | None = None,
                  progress: bool = True) -> LampPipelineOutput:
         """Generate `num_frames` frames per prompt whose frame 0 is `first_frame`.
 
         first_frame: uint8 image [h,w,3] (one per prompt, or one for all), any size: it is
             scaled to cover HxW and centre-cropped (no distortion).
+        generator: one for the batch, or one per prompt (each video then depends on its own only).
         latents: optional initial noise [b,c,f,h,w] (e.g. from DDIM inversion); then no
             shared-noise mixing is applied.
         callback(step_index, latents) is called after every denoising step.

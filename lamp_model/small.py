@@ -75,12 +75,20 @@ def build_tokenizer(folder: str | Path) -> CLIPTokenizer:
 
 
 def small_unet_config(channels=(32, 64), cross_attention_dim=32, heads=1, layers_per_block=1,
-                      sample_size=16) -> dict:
-    """A UNet of the SD v1.x shape at tiny width (1-2 heads: many small heads are slow on CPU)."""
+                      sample_size=16, norm_groups: int | None = None) -> dict:
+    """A UNet of the SD v1.x shape at tiny width (1-2 heads: many small heads are slow on CPU).
+
+    `norm_groups` (default: SD's 32, capped at the width) sets the GroupNorm groups. At SD's
+    width a group holds 10+ channels; at 32 channels 32 groups normalise each channel on its
+    own, which erases every channel's per-frame mean and scale (the motion world's base uses 8).
+    """
     n = len(channels)
+    groups = norm_groups or min(32, channels[0])
+    if channels[0] % groups or any(c % groups for c in channels):
+        raise ValueError(f"norm_groups={groups} must divide every UNet width {tuple(channels)}")
     return dict(sample_size=sample_size, in_channels=4, out_channels=4, block_out_channels=tuple(channels),
                 layers_per_block=layers_per_block, cross_attention_dim=cross_attention_dim,
-                attention_head_dim=heads, norm_num_groups=min(32, channels[0]),
+                attention_head_dim=heads, norm_num_groups=groups,
                 down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1))
 
@@ -106,10 +114,11 @@ def small_text_config(hidden_size=32, layers=2, heads=2, projection_dim=None) ->
 
 
 def build_sd(tokenizer_dir: str | Path, *, unet_channels=(32, 64), text_dim=32, text_layers=2, heads=1,
-             vae_channels=(32, 32, 64, 64), latent_channels=4, seed: int = 0) -> SDComponents:
+             vae_channels=(32, 32, 64, 64), latent_channels=4, unet_norm_groups: int | None = None,
+             seed: int = 0) -> SDComponents:
     """A randomly initialised SD v1.x-shaped model at small width (offline)."""
     torch.manual_seed(seed)
-    unet_config = small_unet_config(unet_channels, text_dim, heads)
+    unet_config = small_unet_config(unet_channels, text_dim, heads, norm_groups=unet_norm_groups)
     unet_config.update(in_channels=latent_channels, out_channels=latent_channels)
     unet = UNet2DConditionModel(**unet_config)
     vae = AutoencoderKL(**small_vae_config(vae_channels, latent_channels))

@@ -29,6 +29,7 @@ WEIGHTS_FILE = "motion.safetensors"
 class TrainSettings:
     steps: int = 1000
     lr: float = 3e-5
+    batch_size: int = 1  # clips per step (paper: 1), each with its own timestep
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     seed: int = 0
@@ -99,11 +100,12 @@ def train_motion(unet: LampUNet, scheduler: DDPMScheduler, clips: torch.Tensor, 
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and s.mixed_precision == "fp16")
     end = s.steps if stop_after is None else min(s.steps, start + stop_after)
     for step in tqdm(range(start, end), initial=start, total=s.steps, desc="tune", leave=False):
-        i = int(torch.randint(0, clips.shape[0], (1,), generator=generator))
-        latents = clips[i:i + 1].to(device)
-        if s.hflip and torch.rand(1, generator=generator).item() < 0.5:
-            latents = latents.flip(-1)
-        text = text_embs[i:i + 1] if text_embs.shape[0] > 1 else text_embs
+        idx = torch.randint(0, clips.shape[0], (s.batch_size,), generator=generator)
+        latents = clips[idx].to(device)
+        if s.hflip:
+            flip = torch.rand(s.batch_size, generator=generator) < 0.5
+            latents = torch.where(flip.to(device)[:, None, None, None, None], latents.flip(-1), latents)
+        text = text_embs[idx] if text_embs.shape[0] > 1 else text_embs.expand(s.batch_size, -1, -1)
         with _autocast(device, s.mixed_precision):
             loss = lamp_loss(unet, scheduler, latents, text.to(device), generator, s.first_frame_conditioning)
         optimizer.zero_grad(set_to_none=True)

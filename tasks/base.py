@@ -113,7 +113,7 @@ def _train_world(params: Params, layout: Layout) -> dict:
     times = {}
     with tempfile.TemporaryDirectory() as tok_dir:
         comps = build_sd(tok_dir, unet_channels=tuple(bt.unet_channels), text_dim=bt.text_dim, heads=bt.heads,
-                         seed=bt.seed)
+                         unet_norm_groups=bt.unet_norm_groups, seed=bt.seed)
     t0 = time.perf_counter()
     vae_losses = base_training.train_vae(comps, images, steps=bt.vae_steps, batch_size=bt.batch_size, lr=bt.lr,
                                          seed=bt.seed, detail_weight=bt.vae_detail_weight)
@@ -122,7 +122,7 @@ def _train_world(params: Params, layout: Layout) -> dict:
     log.info("base: VAE %d steps in %.0f s, reconstruction PSNR %.1f dB", bt.vae_steps, times["vae_s"], vae_psnr)
     t0 = time.perf_counter()
     unet_losses = base_training.train_text_to_image(comps, images, captions, steps=bt.unet_steps,
-                                                    batch_size=bt.batch_size, lr=bt.lr, seed=bt.seed)
+                                                    batch_size=bt.unet_batch_size, lr=bt.lr, seed=bt.seed)
     times["unet_s"] = time.perf_counter() - t0
     _save_folder(comps.save_pretrained, out / "base")
     log.info("base: UNet + text encoder %d steps in %.0f s; saved %s", bt.unet_steps, times["unet_s"], out / "base")

@@ -98,21 +98,25 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     jobs = [(i, p, seed) for i, p in enumerate(prompts) for seed in s.seeds]
     log.info("generate %s%s: %d videos (%d frames, %dx%d, %d DDIM steps) on %s", motion,
              " (untuned)" if untuned else "", len(jobs), c.frames, c.height, c.width, s.ddim_steps, device)
-    for i, prompt, seed in tqdm(jobs, desc=f"generate {motion}", unit="video"):
-        first = firsts[(i, seed)]
-        frames = pipe(prompt, first, num_frames=c.frames, height=c.height, width=c.width,
-                      num_inference_steps=s.ddim_steps, guidance_scale=s.guidance_scale, alpha=s.alpha,
-                      adain=s.adain, histogram_matching=s.histogram_matching,
-                      generator=torch.Generator().manual_seed(seed), progress=False).frames[0]
-        stem = f"{i:02d}_s{seed}"
-        write_mp4(frames, out / f"{stem}.mp4", fps=s.fps)
-        write_gif(frames, out / f"{stem}.gif", fps=s.fps)
-        with atomic_write(out / f"{stem}.png") as tmp:
-            Image.fromarray(first).save(tmp)
-        rows.append({"prompt_index": i, "seed": seed, "prompt": prompt, "mp4": f"{stem}.mp4",
-                     "gif": f"{stem}.gif", "first_frame": f"{stem}.png"})
-        videos.append(frames)
-        labels.append(f"{i:02d} s{seed}: {prompt}")
+    batches = [jobs[k:k + s.batch_size] for k in range(0, len(jobs), s.batch_size)]
+    for batch in tqdm(batches, desc=f"generate {motion}", unit="batch"):
+        # One generator per video: a video is the same whether generated alone or in a batch.
+        frames_batch = pipe([p for _, p, _ in batch], [firsts[(i, seed)] for i, _, seed in batch],
+                            num_frames=c.frames, height=c.height, width=c.width,
+                            num_inference_steps=s.ddim_steps, guidance_scale=s.guidance_scale, alpha=s.alpha,
+                            adain=s.adain, histogram_matching=s.histogram_matching,
+                            generator=[torch.Generator().manual_seed(seed) for _, _, seed in batch],
+                            progress=False).frames
+        for (i, prompt, seed), frames in zip(batch, frames_batch):
+            stem = f"{i:02d}_s{seed}"
+            write_mp4(frames, out / f"{stem}.mp4", fps=s.fps)
+            write_gif(frames, out / f"{stem}.gif", fps=s.fps)
+            with atomic_write(out / f"{stem}.png") as tmp:
+                Image.fromarray(firsts[(i, seed)]).save(tmp)
+            rows.append({"prompt_index": i, "seed": seed, "prompt": prompt, "mp4": f"{stem}.mp4",
+                         "gif": f"{stem}.gif", "first_frame": f"{stem}.png"})
+            videos.append(frames)
+            labels.append(f"{i:02d} s{seed}: {prompt}")
     seconds = time.perf_counter() - t0
 
     with atomic_write(out / "index.csv") as tmp:

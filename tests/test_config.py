@@ -31,6 +31,9 @@ def test_overrides_and_motion_prompts():
     ("data.min_videos", 0, ["data.min_videos = 0", "greater than or equal to 1"]),
     ("model.dtype", "float8", ["model.dtype = 'float8'", "'float16'"]),
     ("motions", [], ["motions", "at least one motion"]),
+    ("base_train.unet_norm_groups", 5, ["base_train.unet_norm_groups = 5", "must divide", "[32, 64]"]),
+    ("sample.batch_size", 0, ["sample.batch_size = 0", "greater than or equal to 1"]),
+    ("train.batch_size", 0, ["train.batch_size = 0", "greater than or equal to 1"]),
 ])
 def test_out_of_range_values_name_field_value_and_range(key, value, words):
     with pytest.raises(ParamsError) as err:

@@ -36,7 +36,7 @@ TINY = {
     "world.videos_per_motion": 4, "world.frames": F, "world.height": H, "world.width": W,
     "clips.frames": F, "clips.height": H, "clips.width": W, "clips.clips_per_video": 1,
     "base_train.vae_steps": 5, "base_train.unet_steps": 5, "base_train.clip_steps": 5,
-    "base_train.batch_size": 4,
+    "base_train.batch_size": 4, "base_train.unet_batch_size": 4,
     "train.steps": 3, "train.checkpoint_every": 50,
     "sample.ddim_steps": 2, "sample.seeds": [0],
     "model.device": "cpu",

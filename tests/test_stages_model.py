@@ -33,7 +33,7 @@ OVERRIDES = {
     "data.eval_prompts": "data/prompts/test_eval.csv",
     "clips.frames": F, "clips.height": H, "clips.width": W,
     "base_train.vae_steps": 5, "base_train.unet_steps": 5, "base_train.clip_steps": 5,
-    "base_train.batch_size": 4,
+    "base_train.batch_size": 4, "base_train.unet_batch_size": 4,
     "train.steps": 6, "train.checkpoint_every": 2, "train.lr": 1e-3,
     "sample.ddim_steps": 3, "sample.seeds": [0],
     "model.device": "cpu",
@@ -87,6 +87,7 @@ def test_base_trains_and_saves_a_loadable_world_model(project):
     assert result["trained"] and not (out / "NOT_USED.txt").exists()
     comps = load_sd_components(str(out / "base"))
     assert tuple(comps.unet.config.block_out_channels) == tuple(params.base_train.unet_channels)
+    assert comps.unet.config.norm_num_groups == params.base_train.unet_norm_groups
     assert comps.vae.config.scaling_factor != pytest.approx(0.18215)  # set from the latents' std
     scorer = ClipScorer.from_pretrained(out / "clip")
     assert scorer.text_embeddings(["a red star"]).shape[0] == 1
