@@ -104,16 +104,21 @@ def pipe_for(sd, unet):
                         scheduler=sd.scheduler)
 
 
+def moved_lamp(sd):
+    """A LampUNet whose new layers are no longer identities (as after tuning)."""
+    unet = make_lamp(sd)
+    with torch.no_grad():
+        for _, p in unet.trainable_parameters():
+            p.add_(0.05)
+    return unet
+
+
 def first_frame(seed=0):
     return np.random.default_rng(seed).integers(0, 256, (50, 70, 3), dtype=np.uint8)
 
 
 def test_frame0_latent_is_bit_identical_to_z0_at_every_step(sd):
-    unet = make_lamp(sd)
-    with torch.no_grad():
-        for _, p in unet.trainable_parameters():
-            p.add_(0.05)
-    pipe = pipe_for(sd, unet)
+    pipe = pipe_for(sd, moved_lamp(sd))
     seen = []
     out = pipe("a red star, helicopter", first_frame(), num_frames=FRAMES, height=H, width=W,
                num_inference_steps=4, generator=torch.Generator().manual_seed(0),
@@ -142,11 +147,7 @@ def test_same_seed_same_video_and_checkpoint_reload_is_bit_identical(sd, tmp_pat
 
 def test_batched_videos_equal_videos_generated_alone(sd):
     """A generator per video: the generate stage's batches change speed, not the videos."""
-    unet = make_lamp(sd)
-    with torch.no_grad():
-        for _, p in unet.trainable_parameters():
-            p.add_(0.05)
-    pipe = pipe_for(sd, unet)
+    pipe = pipe_for(sd, moved_lamp(sd))
     kwargs = dict(num_frames=FRAMES, height=H, width=W, num_inference_steps=3, progress=False)
     prompts, firsts, seeds = ["rain", "a red star, helicopter"], [first_frame(0), first_frame(1)], [4, 9]
     batch = pipe(prompts, firsts, generator=[torch.Generator().manual_seed(s) for s in seeds], **kwargs).frames
