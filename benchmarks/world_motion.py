@@ -131,10 +131,16 @@ def main(argv=None) -> dict:
                      for m in world.MOTIONS}
 
     motions = args.motions.split(",")
+    unknown = sorted(set(motions) - set(world.MOTIONS))
+    if unknown:
+        raise SystemExit(f"--motions: unknown {unknown}; the world's motions are {','.join(world.MOTIONS)}")
 
-    def accuracy(videos: dict[str, list[np.ndarray]]) -> tuple[float, dict]:
-        per = {m: float(np.mean([centroids.predict(motion_descriptor(v)) == m for v in vs]))
-               for m, vs in videos.items()}
+    def seen_as(videos: dict[str, list[np.ndarray]]) -> dict[str, list[str]]:
+        """The motion the flow score sees in every video."""
+        return {m: [centroids.predict(motion_descriptor(v)) for v in vs] for m, vs in videos.items()}
+
+    def accuracy(seen: dict[str, list[str]]) -> tuple[float, dict]:
+        per = {m: float(np.mean([s == m for s in preds])) for m, preds in seen.items()}
         return float(np.mean(list(per.values()))), per
 
     untuned_acc, untuned_per = float("nan"), {}
@@ -142,7 +148,7 @@ def main(argv=None) -> dict:
         untuned = {}
         for m in motions:
             untuned[m] = generate(fresh_pipeline(comps, device), prompts[m], args)
-        untuned_acc, untuned_per = accuracy(untuned)
+        untuned_acc, untuned_per = accuracy(seen_as(untuned))
         print(f"untuned: motion accuracy {untuned_acc:.3f}", flush=True)
 
     runs = []
@@ -158,11 +164,11 @@ def main(argv=None) -> dict:
                                        batch_size=args.tune_batch))
             t_tune += time.perf_counter() - t0
             videos[m] = generate(pipe, prompts[m], args)
-        acc, per = accuracy(videos)
+        seen = seen_as(videos)
+        acc, per = accuracy(seen)
         if args.sheet and not runs:
             Image.fromarray(make_contact_sheet([v for m in motions for v in videos[m][:2]],
                                                [p for m in motions for p in prompts[m][:2]])).save(args.sheet)
-        seen = {m: [centroids.predict(motion_descriptor(v)) for v in vs] for m, vs in videos.items()}
         runs.append({"seed": seed, "motion_accuracy": acc, "per_motion": per, "seen": seen, "tune_s": t_tune})
         print(f"tuned seed {seed}: motion accuracy {acc:.3f} ({t_tune:.0f} s tuning) "
               + " ".join(f"{m}={v:.2f}" for m, v in per.items()), flush=True)
