@@ -14,6 +14,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+# A flow run without a server starts a temporary one; its first start on a fresh PREFECT_HOME
+# (database migrations) takes longer than Prefect's default 20 s on a 2-core machine.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup run test test-slow bench prefect-up prefect-down deployment-run ablations clean-outputs
