@@ -1,0 +1,67 @@
+"""Do the generated objects move like the world's? Colour tracking, independent of optical flow.
+
+The flow score (lamp_model/motion_score.py) reads flickering generated videos as "no motion"
+(reports/world_motion.md). This check does not use flow: in each generated video of a
+translating motion it tracks the object by the prompt's colour (centroid of the pixels
+within COLOUR_TOLERANCE of it) and prints, beside the same content rendered by the world:
+  - slope: the x position's least-squares slope over frames 1-15, in % of the width per frame;
+  - jump: |x(frame 1) - x(frame 0)|, in fractions of the width (the world's is ~0.02).
+It reads a `generate` stage folder (videos + index.csv), so it scores any run:
+
+    python -m benchmarks.world_track                                   # outputs/videos (make run)
+    python -m benchmarks.world_track --videos runs/ablations/no_tsm/outputs/videos
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from lamp_model import world
+from lamp_model.video import read_video
+
+TRANSLATING = ("helicopter", "horse_run")  # one rigid object each: its colour centroid is its position
+COLOUR_TOLERANCE = 90  # sum of |RGB differences|
+
+
+def track_x(frames: np.ndarray, colour: str) -> np.ndarray:
+    """x of the colour's centroid per frame (fraction of the width; nan where it is not seen)."""
+    rgb = np.array(world.COLOURS[colour], float)
+    xs = []
+    for frame in frames:
+        mask = np.abs(frame.astype(float) - rgb).sum(-1) < COLOUR_TOLERANCE
+        xs.append(np.nonzero(mask)[1].mean() / frame.shape[1] if mask.sum() >= 2 else np.nan)
+    return np.array(xs)
+
+
+def slope_and_jump(x: np.ndarray) -> tuple[float, float]:
+    slope = np.polyfit(np.arange(1, len(x)), x[1:], 1)[0] if np.isfinite(x[1:]).all() else np.nan
+    return 100 * slope, abs(x[1] - x[0])
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--videos", default="outputs/videos", help="a generate stage's folder: <motion>/index.csv")
+    args = p.parse_args(argv)
+    result = {}
+    for motion in TRANSLATING:
+        rows = list(csv.DictReader(open(Path(args.videos) / motion / "index.csv")))
+        gen, ref = [], []
+        for i, row in enumerate(rows):
+            content = world.parse_caption(row["prompt"])
+            frames, _ = read_video(Path(args.videos) / motion / row["mp4"])
+            gen.append(slope_and_jump(track_x(frames, content.colour)))
+            rendered = world.render_video(motion, content, frames=len(frames), height=frames.shape[1],
+                                          width=frames.shape[2], seed=i)
+            ref.append(slope_and_jump(track_x(rendered, content.colour)))
+        (gs, gj), (rs, rj) = np.nanmean(gen, 0), np.nanmean(ref, 0)
+        result[motion] = {"slope": gs, "jump": gj, "world_slope": rs, "world_jump": rj}
+        print(f"{motion}: slope {gs:+.2f} %/frame (world {rs:+.2f}), frame-1 jump {gj:.2f} (world {rj:.2f}); "
+              f"{len(rows)} videos")
+    return result
+
+
+if __name__ == "__main__":
+    main()
