@@ -6,21 +6,22 @@ translating motion it tracks the object by the prompt's colour (centroid of the 
 within COLOUR_TOLERANCE of it) and prints, beside the same content rendered by the world:
   - slope: the x position's least-squares slope over frames 1-15, in % of the width per frame;
   - jump: |x(frame 1) - x(frame 0)|, in fractions of the width (the world's is ~0.02).
-It reads a `generate` stage folder (videos + index.csv), so it scores any run:
+It reads a run's `generate` outputs (tasks.metrics.read_generated), so it scores any run:
 
-    python -m benchmarks.world_track                                   # outputs/videos (make run)
-    python -m benchmarks.world_track --videos runs/ablations/no_tsm/outputs/videos
+    python -m benchmarks.world_track                                   # the main pipeline (make run)
+    python -m benchmarks.world_track --run-dir runs/ablations/no_tsm  # an ablation variant
 """
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from lamp_model import world
 from lamp_model.video import read_video
+from tasks.common import Layout
+from tasks.metrics import read_generated
 
 TRANSLATING = ("helicopter", "horse_run")  # one rigid object each: its colour centroid is its position
 COLOUR_TOLERANCE = 90  # sum of |RGB differences|
@@ -43,15 +44,16 @@ def slope_and_jump(x: np.ndarray) -> tuple[float, float]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--videos", default="outputs/videos", help="a generate stage's folder: <motion>/index.csv")
+    p.add_argument("--run-dir", default="", help="a run under the project root (\"\" = the main pipeline)")
     args = p.parse_args(argv)
+    layout = Layout(Path("."), args.run_dir)
     result = {}
     for motion in TRANSLATING:
-        rows = list(csv.DictReader(open(Path(args.videos) / motion / "index.csv")))
+        rows = read_generated(layout, motion)
         gen, ref = [], []
         for i, row in enumerate(rows):
             content = world.parse_caption(row["prompt"])
-            frames, _ = read_video(Path(args.videos) / motion / row["mp4"])
+            frames, _ = read_video(layout.generated(motion) / row["mp4"])
             gen.append(slope_and_jump(track_x(frames, content.colour)))
             rendered = world.render_video(motion, content, frames=len(frames), height=frames.shape[1],
                                           width=frames.shape[2], seed=i)
