@@ -6,9 +6,17 @@ classifier fit on the training videos of every motion. Frames are resized to
 a fixed working height first, so the descriptor means the same for a 64x96
 world video and a 320x512 real one.
 
+Generated videos flicker: pixel texture (the VAE's grid, an object's inner
+shading) changes from frame to frame while the object moves. On the raw
+frames the flow of that flicker covered a third of the frame and diluted the
+motion (reports/world_motion.md, 2026-12-02 fourth session). So the frames are
+blurred (`BLUR_SIGMA`: flow of object-scale structure), a temporal median of 3
+frames removes one-frame flicker, and only flow above `MOVING_PX` counts; and
+two flow-free features follow the foreground (what differs from the video's
+static background, its temporal median) as a whole.
+
 Descriptor components (`FEATURES`, in this order). Flow is normalised per
 frame pair: dx in % of frame width, dy in % of frame height (+ = down).
-"Moving" pixels have flow above `MOVING_PX` working-resolution pixels.
 
 0  mean_dx            mean dx of moving pixels (+ = right)
 1  mean_dy            mean dy of moving pixels (+ = down)
@@ -22,6 +30,8 @@ frame pair: dx in % of frame width, dy in % of frame height (+ = down).
 9  dy_oscillation     same for dy: gait bounce, flapping
 10 speed_variation    std over pairs of a pair's speed / speed: bursts, onsets
 11 divergence_osc     mean |change of a pair's divergence|: flapping size change
+12 foreground_dx      slope of the foreground centroid's x over the frames (% of width per frame)
+13 foreground_dy      same for y (% of height per frame)
 
 A static video has no moving pixels and gives the zero vector.
 """
@@ -35,16 +45,42 @@ import numpy as np
 FEATURES: tuple[str, ...] = (
     "mean_dx", "mean_dy", "speed", "moving_fraction", "x_spread", "y_spread", "divergence",
     "coherence", "dx_oscillation", "dy_oscillation", "speed_variation", "divergence_osc",
+    "foreground_dx", "foreground_dy",
 )
 WORK_HEIGHT = 96  # 128 scored the same on the world's held-out videos at 2.4x the cost
-MOVING_PX = 0.3
+BLUR_SIGMA = 3.0  # working-resolution pixels; 5 loses the held-out clips' small objects
+MOVING_PX = 1.0  # flow below this (working pixels per frame) is jitter, not motion
+FOREGROUND_LEVEL = 10  # grey levels away from the static background
+FOREGROUND_MIN = 0.005  # fraction of the frame: less is scattered flicker, not an object
 
 
 def _grey(frames: np.ndarray) -> list[np.ndarray]:
+    """Working-height, blurred grey frames."""
     h, w = frames.shape[1:3]
     size = (max(1, round(w * WORK_HEIGHT / h)), WORK_HEIGHT)
     interp = cv2.INTER_AREA if h > WORK_HEIGHT else cv2.INTER_LINEAR
-    return [cv2.cvtColor(cv2.resize(f, size, interpolation=interp), cv2.COLOR_RGB2GRAY) for f in frames]
+    return [cv2.GaussianBlur(cv2.cvtColor(cv2.resize(f, size, interpolation=interp), cv2.COLOR_RGB2GRAY),
+                             (0, 0), BLUR_SIGMA) for f in frames]
+
+
+def _median3(grey: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-pixel median of each frame and its two neighbours: a change that lasts one frame is dropped."""
+    stack = np.stack(grey)
+    return [np.median(stack[max(0, i - 1):i + 2], axis=0).astype(np.uint8) for i in range(len(stack))]
+
+
+def _foreground_slopes(grey: list[np.ndarray], xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+    """Slope (% per frame) of the x and y of the centroid of what differs from the static background."""
+    stack = np.stack(grey).astype(np.float32)
+    diff = np.abs(stack - np.median(stack, axis=0))
+    weight = np.where(diff > FOREGROUND_LEVEL, diff, 0).reshape(len(stack), -1)
+    total = weight.sum(1)
+    seen = (weight > 0).mean(1) >= FOREGROUND_MIN
+    if seen.sum() < 2:
+        return 0.0, 0.0
+    cx, cy = (weight[seen] @ xs.ravel()) / total[seen], (weight[seen] @ ys.ravel()) / total[seen]
+    t = np.nonzero(seen)[0]
+    return 100 * float(np.polyfit(t, cx, 1)[0]), 100 * float(np.polyfit(t, cy, 1)[0])
 
 
 def motion_descriptor(frames: np.ndarray) -> np.ndarray:
@@ -52,7 +88,8 @@ def motion_descriptor(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
         raise ValueError(f"need RGB frames [f>=2, h, w, 3], got shape {frames.shape}")
-    grey = _grey(frames.astype(np.uint8))
+    blurred = _grey(frames.astype(np.uint8))
+    grey = _median3(blurred)
     h, w = grey[0].shape
     ys, xs = np.mgrid[0:h, 0:w]
     xs, ys = xs / w, ys / h
@@ -82,17 +119,19 @@ def motion_descriptor(frames: np.ndarray) -> np.ndarray:
     return np.array([
         mean_dx, mean_dy, speed, count.mean() / (h * w), wt @ xsd, wt @ ysd, wt @ div,
         np.hypot(mean_dx, mean_dy) / speed, oscillation(mdx) / speed, oscillation(mdy) / speed,
-        spd.std() / speed, oscillation(div),
+        spd.std() / speed, oscillation(div), *_foreground_slopes(blurred, xs, ys),
     ], np.float32)
 
 
 class MotionCentroids:
     """Nearest-centroid motion classifier on standardised descriptors.
 
-    Features are centred on the training mean and divided by the pooled
-    within-motion std: large-valued features (speed) then do not drown the
-    unit-scale ones (coherence, divergence), and features that are stable
-    within a motion weigh more than ones that vary with content and seed.
+    Features are centred on the training mean and divided by their std over
+    all training descriptors: large-valued features (speed) then do not drown
+    the unit-scale ones (coherence, divergence). Not by the within-motion std:
+    clean training clips vary so little within a motion that a generated
+    video's jitter moved its coherence and oscillation 5-6 of those stds and
+    decided its class (reports/world_motion.md).
     """
 
     def __init__(self, mean=None, std=None, centroids: dict[str, np.ndarray] | None = None):
@@ -104,7 +143,7 @@ class MotionCentroids:
             raise ValueError("fit needs at least one descriptor for every motion")
         groups = [np.vstack(d).astype(np.float64) for d in descriptors_by_motion.values()]
         self.mean = np.vstack(groups).mean(0)
-        std = np.vstack([g - g.mean(0) for g in groups]).std(0)
+        std = np.vstack(groups).std(0)
         self.std = np.where(std > 1e-8, std, 1.0)
         self.centroids = {m: self._z(np.vstack(d)).mean(0) for m, d in descriptors_by_motion.items()}
         return self
