@@ -10,8 +10,8 @@ motion accuracy (optical-flow nearest centroid, chance 1/8) of:
 Same lamp_model functions as the DVC stages (no files, no ffmpeg, no CLIP), so
 settings can be explored quickly on any device; the DVC pipeline is the reference.
 
-    python -m benchmarks.world_motion --vae-steps 600 --unet-steps 1500 --tune-steps 150 --seeds 0,1,2
-    python -m benchmarks.world_motion --base models/world/base --tune-steps 300   # reuse `dvc repro base`
+    python -m benchmarks.world_motion --vae-steps 600 --unet-steps 1500 --seeds 0,1,2   # tuning 300 steps x batch 4, as params.yaml
+    python -m benchmarks.world_motion --base models/world/base --seeds 0,1,2   # reuse `dvc repro base`
 """
 from __future__ import annotations
 
@@ -94,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="VAE images per step (base_train.batch_size)")
     p.add_argument("--unet-batch-size", type=int, default=32, help="base_train.unet_batch_size")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--tune-steps", type=int, default=150)
+    p.add_argument("--tune-steps", type=int, default=300, help="train.steps")
     p.add_argument("--tune-lr", type=float, default=1e-3)
-    p.add_argument("--tune-batch", type=int, default=1, help="clips per tuning step (train.batch_size)")
+    p.add_argument("--tune-batch", type=int, default=4, help="clips per tuning step (train.batch_size)")
     p.add_argument("--motions", default=",".join(world.MOTIONS), help="tune and score only these "
                    "(accuracy is still over all 8 centroids)")
     p.add_argument("--seeds", default="0", help="tuning seeds (one tuned model per motion per seed)")
@@ -205,7 +205,8 @@ def report_markdown(args, vae_eval: dict, untuned_acc: float, untuned_per: dict,
         "# Does LAMP learn motion in the motion world?",
         "",
         f"`python -m benchmarks.world_motion {' '.join(_argv_of(args))}` on {where}, torch {info['torch']}.",
-        f"Base model {base}; LAMP tuned {args.tune_steps} steps (lr {args.tune_lr}) per motion and seed "
+        f"Base model {base}; LAMP tuned {args.tune_steps} steps x batch {args.tune_batch} (lr {args.tune_lr}) "
+        "per motion and seed "
         f"(seeds {seeds}); 6 held-out eval prompts per motion (48 in all), {args.ddim_steps} DDIM steps, "
         f"guidance {args.guidance}, alpha {args.alpha}, first frames from the world's renderer.",
         "",
