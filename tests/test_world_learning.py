@@ -74,10 +74,6 @@ def test_tuning_learns_leftward_motion_on_held_out_content(trained):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 5 open: with the 8-group base (2026-12-02) frames 1+ keep frame 0's content but not its "
-    "layout, and tuning no longer clearly beats the untuned model (3 seeds on the DVC base: tuned "
-    "0.167 / 0.188 / 0.167 vs untuned 0.146). strict: if this starts to pass, drop the marker"))
 def test_full_world_tuned_models_beat_untuned_and_chance_over_three_seeds(tmp_path):
     """The issue's claim at default settings: 8 motions, base trained here, LAMP tuned with 3 seeds,
     48 held-out prompts. `make test-slow` (CPU ~22 min: trains its own base, as benchmarks/world_motion.py)."""
@@ -88,10 +84,9 @@ def test_full_world_tuned_models_beat_untuned_and_chance_over_three_seeds(tmp_pa
     tuned = [r["motion_accuracy"] for r in result["tuned"]]
     assert result["vae"]["round_trip_motion_accuracy"] > 0.5  # the frozen VAE keeps the motions
     assert result["untuned"]["motion_accuracy"] < 2 * chance  # zero-initialised temporal layers: ~static
-    # Every seed above chance and above the untuned model: far below the issue's target (0.75), and
-    # today not met. With the 32-group base (2026-11-25, this computation) it held by one video:
-    # tuned 0.188 / 0.208 / 0.229, untuned 0.104. With the 8-group base (2026-12-02, world_motion
-    # --base models/world/base) tuned 0.167 / 0.188 / 0.167, untuned 0.146. Raise the bounds as the
-    # world improves.
-    assert min(tuned) > chance + 0.05, tuned
-    assert min(tuned) > result["untuned"]["motion_accuracy"] + 0.03, (tuned, result["untuned"])
+    # Every seed clearly above chance and the untuned model; the issue's target (0.75) is not met.
+    # Measured 2026-12-02 with 300 x 4 tuning and the flicker-robust score, on the DVC base
+    # (world_motion --base models/world/base): tuned 0.542 / 0.396 / 0.438, untuned 0.125, VAE
+    # ceiling 0.917. This test trains its own base (same settings) and was not re-run that day.
+    assert min(tuned) > chance + 0.15, tuned
+    assert min(tuned) > result["untuned"]["motion_accuracy"] + 0.15, (tuned, result["untuned"])
