@@ -10,7 +10,7 @@ motion accuracy (optical-flow nearest centroid, chance 1/8) of:
 Same lamp_model functions as the DVC stages (no files, no ffmpeg, no CLIP), so
 settings can be explored quickly on any device; the DVC pipeline is the reference.
 
-    python -m benchmarks.world_motion --vae-steps 600 --unet-steps 1500 --seeds 0,1,2   # tuning 300 steps x batch 4, as params.yaml
+    python -m benchmarks.world_motion --vae-steps 600 --unet-steps 1500 --seeds 0,1,2   # tunes 300 x batch 4
     python -m benchmarks.world_motion --base models/world/base --seeds 0,1,2   # reuse `dvc repro base`
 """
 from __future__ import annotations

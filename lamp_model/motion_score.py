@@ -141,9 +141,8 @@ class MotionCentroids:
     def fit(self, descriptors_by_motion: dict[str, list[np.ndarray]]) -> "MotionCentroids":
         if not descriptors_by_motion or any(len(d) == 0 for d in descriptors_by_motion.values()):
             raise ValueError("fit needs at least one descriptor for every motion")
-        groups = [np.vstack(d).astype(np.float64) for d in descriptors_by_motion.values()]
-        self.mean = np.vstack(groups).mean(0)
-        std = np.vstack(groups).std(0)
+        every = np.vstack([np.vstack(d) for d in descriptors_by_motion.values()]).astype(np.float64)
+        self.mean, std = every.mean(0), every.std(0)
         self.std = np.where(std > 1e-8, std, 1.0)
         self.centroids = {m: self._z(np.vstack(d)).mean(0) for m, d in descriptors_by_motion.items()}
         return self

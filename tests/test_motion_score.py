@@ -1,6 +1,7 @@
 """Optical-flow motion scoring: the world's motions must be told apart."""
 from collections import Counter
 
+import cv2
 import numpy as np
 import pytest
 
@@ -65,8 +66,6 @@ def test_heldout_motion_accuracy(classifier_and_heldout):
 def _flicker(video: np.ndarray, rng: np.random.Generator, level: float = 12.0) -> np.ndarray:
     """Independent texture noise in every frame (2 px grain): what a generated video's VAE grid and
     shading do while its content moves."""
-    import cv2
-
     noise = [cv2.GaussianBlur(rng.normal(0, level, video.shape[1:3]).astype(np.float32), (0, 0), 1.0)
              for _ in video]
     return np.clip(video + np.stack(noise)[..., None] * 2, 0, 255).astype(np.uint8)
