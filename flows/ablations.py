@@ -34,8 +34,11 @@ VARIANTS: dict[str, dict] = {
     "no_tsm": {"lamp.tsm": False},
     "plain_conv1d": {"lamp.prediction_conv1d": False},
     "no_postprocess": {"sample.adain": False, "sample.histogram_matching": False},
+    "no_adain": {"sample.adain": False},  # the two halves of post-processing, one at a time
+    "no_histogram_matching": {"sample.histogram_matching": False},
 }
-SAMPLING_ONLY = {"first_frame_base", "no_shared_noise", "no_postprocess"}  # same tuned weights as `full`
+# variants that change only sampling: they reuse `full`'s tuned weights
+SAMPLING_ONLY = {"first_frame_base", "no_shared_noise", "no_postprocess", "no_adain", "no_histogram_matching"}
 
 
 def variant_dir(variant: str) -> str:
