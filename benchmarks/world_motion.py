@@ -71,7 +71,7 @@ def generate(pipe: LampPipeline, prompts: list[str], args) -> list[np.ndarray]:
     generators = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
     return list(pipe(prompts, firsts, num_frames=16, height=args.height, width=args.width,
                      num_inference_steps=args.ddim_steps, guidance_scale=args.guidance, alpha=args.alpha,
-                     generator=generators, progress=False).frames)
+                     adain=not args.no_adain, generator=generators, progress=False).frames)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddim-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--alpha", type=float, default=0.2)
+    p.add_argument("--no-adain", action="store_true", help="sample.adain: false (histogram matching only)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="write every figure as JSON here")
     p.add_argument("--sheet", default=None, help="write a contact sheet (PNG) of 2 tuned videos per motion, "
