@@ -1,4 +1,4 @@
-"""Flow `lamp-ablations`: the paper's ablations (Fig. 5) + post-processing off, side by side.
+"""Flow `lamp-ablations`: the paper's ablations (Fig. 5) + post-processing off (both halves or one), side by side.
 
 The shared data and base model come from the main pipeline (DVC tasks world, base,
 extract@m, cache@m: skipped when up to date). Each variant then runs tune, generate
