@@ -37,8 +37,9 @@ VARIANTS: dict[str, dict] = {
     "no_adain": {"sample.adain": False},  # the two halves of post-processing, one at a time
     "no_histogram_matching": {"sample.histogram_matching": False},
 }
+SAMPLING_KEYS = ("sample.", "model.first_frame")  # settings read only at generation time
 # variants that change only sampling: they reuse `full`'s tuned weights
-SAMPLING_ONLY = {"first_frame_base", "no_shared_noise", "no_postprocess", "no_adain", "no_histogram_matching"}
+SAMPLING_ONLY = {v for v, ov in VARIANTS.items() if ov and all(k.startswith(SAMPLING_KEYS) for k in ov)}
 
 
 def variant_dir(variant: str) -> str:
