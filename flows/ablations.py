@@ -4,8 +4,9 @@ The shared data and base model come from the main pipeline (DVC tasks world, bas
 extract@m, cache@m: skipped when up to date). Each variant then runs tune, generate
 and metrics IN-PROCESS (the stages' `run()` with params overrides), writing under
 runs/ablations/<variant>/ so variants never overwrite each other or the main
-pipeline. Variants that only change sampling reuse the `full` variant's tuned
-motions (copied) when `reuse_tuned` is on. Every MLflow run carries tags.variant;
+pipeline. Tuning checkpoints are shared (tasks.common.Layout.checkpoints): `full`
+and the variants that only change sampling find the main pipeline's tuning (same
+settings) finished and do not tune again. Every MLflow run carries tags.variant;
 the flow ends with `compare` (flows/compare.py): reports/ablations/comparison.{csv,md,png}.
 
     python -m flows.ablations --motions rain helicopter --set train.steps=100
@@ -13,7 +14,6 @@ the flow ends with `compare` (flows/compare.py): reports/ablations/comparison.{c
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import yaml
@@ -23,7 +23,6 @@ from flows.compare import build_comparison
 from flows.motion import check_motions
 from lamp_model.config import load_params
 from tasks import tracking
-from tasks.common import Layout
 from tasks.prefect_tasks import GPU_LIMIT, ensure_gpu_limit, inprocess_stage, stage_task
 
 VARIANTS: dict[str, dict] = {
@@ -37,9 +36,6 @@ VARIANTS: dict[str, dict] = {
     "no_adain": {"sample.adain": False},  # the two halves of post-processing, one at a time
     "no_histogram_matching": {"sample.histogram_matching": False},
 }
-SAMPLING_KEYS = ("sample.", "model.first_frame")  # settings read only at generation time
-# variants that change only sampling: they reuse `full`'s tuned weights
-SAMPLING_ONLY = {v for v, ov in VARIANTS.items() if ov and all(k.startswith(SAMPLING_KEYS) for k in ov)}
 
 
 def variant_dir(variant: str) -> str:
@@ -48,8 +44,7 @@ def variant_dir(variant: str) -> str:
 
 @flow(name="lamp-ablations")
 def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None = None, root: str = ".",
-                   overrides: dict | None = None, reuse_tuned: bool = True,
-                   gpu_limit: str | None = GPU_LIMIT) -> dict:
+                   overrides: dict | None = None, gpu_limit: str | None = GPU_LIMIT) -> dict:
     """`overrides` (dotted params, e.g. {"train.steps": 100}) apply to every variant's tune/generate/metrics;
     the shared data stages run with params.yaml as it is."""
     logger = get_run_logger()
@@ -61,7 +56,7 @@ def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
-    if "full" in variants:  # first, so sampling-only variants can reuse its tuned motions
+    if "full" in variants:  # first: the reference row
         variants.remove("full")
         variants.insert(0, "full")
     overrides = dict(overrides or {})
@@ -90,16 +85,9 @@ def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None 
                       gpu_limit=gpu_limit, tags=tags)
         try:
             for m in motions:
-                full_model = Layout(Path(root), variant_dir("full")).motion_model(m)
-                if reuse_tuned and variant in SAMPLING_ONLY and "full" in results and full_model.is_dir():
-                    dst = Layout(Path(root), run_dir).motion_model(m)
-                    shutil.rmtree(dst, ignore_errors=True)
-                    shutil.copytree(full_model, dst)
-                    logger.info("%s: reusing the tuned %s of variant full (%s)", variant, m, full_model)
-                else:
-                    inprocess_stage.with_options(task_run_name=f"tune@{m} [{variant}]")("tune", motion=m, **common)
-                inprocess_stage.with_options(task_run_name=f"generate@{m} [{variant}]")("generate", motion=m,
-                                                                                        **common)
+                for stage in ("tune", "generate"):  # tune: a no-op when its checkpoint is finished
+                    inprocess_stage.with_options(task_run_name=f"{stage}@{m} [{variant}]")(stage, motion=m,
+                                                                                            **common)
             res = inprocess_stage.with_options(task_run_name=f"metrics [{variant}]")("metrics", **common)
             results[variant] = res["metrics"]
             tracking.safely(tracking.end_run, vparams, root, vrun, "FINISHED", metrics=res["metrics"])
@@ -136,11 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", nargs="*", default=None, help=f"default: all of {list(VARIANTS)}")
     ap.add_argument("--root", default=".")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides for the variants")
-    ap.add_argument("--no-reuse", action="store_true", help="tune sampling-only variants too")
     ap.add_argument("--gpu-limit", default=GPU_LIMIT, help="global concurrency limit name ('' = none)")
     a = ap.parse_args(argv)
-    lamp_ablations(a.motions or None, a.variants or None, a.root, _parse_set(a.set), not a.no_reuse,
-                   a.gpu_limit or None)
+    lamp_ablations(a.motions or None, a.variants or None, a.root, _parse_set(a.set), a.gpu_limit or None)
 
 
 if __name__ == "__main__":

@@ -47,10 +47,11 @@ class Layout:
     """Where each stage reads and writes, relative to the project root.
 
     Inputs and shared models (videos, clips, latents, the world base) live under
-    `root`. What a run produces (tuned motions, checkpoints, generated videos,
-    reports) lives under `root / run_dir`: `run_dir` is "" for the main pipeline
-    and e.g. "runs/ablations/no_tsm" for an ablation variant, so variants share
-    the data stages and never overwrite each other's results.
+    `root`, and so do tuning checkpoints (keyed by everything that shapes them).
+    What a run produces (tuned motions, generated videos, reports) lives under
+    `root / run_dir`: `run_dir` is "" for the main pipeline and e.g.
+    "runs/ablations/no_tsm" for an ablation variant, so variants share the data
+    stages and never overwrite each other's results.
     """
 
     root: Path
@@ -97,8 +98,12 @@ class Layout:
         return self.out / "models/motions" / motion
 
     def checkpoints(self, motion: str, key: str) -> Path:
-        """Resumable training state; not a DVC output (DVC deletes outputs before a rerun)."""
-        return self.out / "checkpoints" / motion / key
+        """Resumable training state; not a DVC output (DVC deletes outputs before a rerun).
+
+        Under `root`, shared by every run_dir: the key hashes everything that shapes the
+        tuned weights, so an ablation variant whose tuning is the main pipeline's (`full`,
+        or one that only changes sampling) finds it finished and does not tune again."""
+        return self.root / "checkpoints" / motion / key
 
     # -- outputs (stages `generate`, `metrics`, `report`) -----------------------------------
     def generated(self, motion: str) -> Path:
