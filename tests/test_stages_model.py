@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,8 +121,11 @@ def test_tune_writes_motion_weights_loss_and_config(project):
 
 def test_interrupted_tune_resumes_to_the_same_weights(project):
     root, params, _, results = project
+    # Checkpoints are shared by run dirs: drop the main run's finished one (the resumed run writes it again).
+    shutil.rmtree(results["helicopter"]["checkpoint_dir"])
     stopped = tune.run(params, root, "helicopter", run_dir="runs/resume", stop_after=3)
     assert not stopped["finished"] and len(stopped["loss"]) == 3
+    assert stopped["checkpoint_dir"] == results["helicopter"]["checkpoint_dir"]
     assert not (Layout(root, "runs/resume").motion_model("helicopter") / "motion.safetensors").exists()
     resumed = tune.run(params, root, "helicopter", run_dir="runs/resume")
     assert resumed["key"] == results["helicopter"]["key"]
