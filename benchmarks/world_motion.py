@@ -41,7 +41,8 @@ from lamp_model.video import make_contact_sheet
 def train_base(args, frames: np.ndarray, captions: list[str], device) -> tuple:
     with tempfile.TemporaryDirectory() as tok:
         comps = build_sd(tok, unet_channels=tuple(args.unet_channels), text_dim=32, heads=1,
-                         latent_channels=args.latent_channels, unet_norm_groups=args.unet_norm_groups, seed=0)
+                         vae_channels=tuple(args.vae_channels), latent_channels=args.latent_channels,
+                         unet_norm_groups=args.unet_norm_groups, seed=0)
     for part in (comps.vae, comps.unet, comps.text_encoder):
         part.to(device)
     t0 = time.perf_counter()
@@ -81,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=96)
     p.add_argument("--base", default=None, help="load this base model folder (e.g. models/world/base, "
                    "written by `dvc repro base`) instead of training one; the base options are then ignored")
+    p.add_argument("--save-base", default=None, help="save the base trained here to this folder (reuse: --base)")
     p.add_argument("--skip-untuned", action="store_true", help="do not generate with the untuned model")
     p.add_argument("--latent-channels", type=int, default=4)
+    p.add_argument("--vae-channels", type=lambda s: [int(v) for v in s.split(",")], default=[32, 32, 64, 64],
+                   help="VAE block widths; n blocks downsample by 2^(n-1): 32,64,64 gives 16x24 latents at 64x96")
     p.add_argument("--unet-channels", type=lambda s: [int(v) for v in s.split(",")], default=[32, 64])
     p.add_argument("--unet-norm-groups", type=int, default=8,
                    help="GroupNorm groups of the base UNet (params.yaml base_train.unet_norm_groups; 32 = one "
@@ -124,6 +128,8 @@ def main(argv=None) -> dict:
         comps, t_vae, t_unet = load_sd_components(args.base, device), 0.0, 0.0
     else:
         comps, t_vae, t_unet = train_base(args, frames, captions, device)
+        if args.save_base:
+            comps.save_pretrained(args.save_base)
     vae_eval = evaluate(comps.vae, eval_clips, centroids)
     print(f"base: VAE {t_vae:.0f} s, UNet {t_unet:.0f} s; VAE round trip PSNR {vae_eval['psnr_db']:.1f} dB, "
           f"motion accuracy {vae_eval['round_trip_motion_accuracy']:.3f}", flush=True)

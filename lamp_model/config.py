@@ -65,6 +65,7 @@ class BaseTrainParams(_Section):
     batch_size: int = Field(16, ge=1)  # VAE (compute-bound at full resolution)
     unet_batch_size: int = Field(32, ge=1)  # UNet + text encoder (latents: a batch costs little more)
     lr: float = Field(1e-3, gt=0)
+    vae_channels: list[int] = [32, 32, 64, 64]  # n blocks downsample by 2^(n-1): [32, 64, 64] = 4x
     unet_channels: list[int] = [32, 64]
     unet_norm_groups: int = Field(8, ge=1)
     text_dim: int = Field(32, ge=8)
@@ -147,6 +148,9 @@ class Params(_Section):
                 raise ValueError(f"clips.{name} = {getattr(self.clips, name)}: must be a multiple of 8 "
                                  "(the VAE downsamples by 8)")
         bt = self.base_train
+        if not 2 <= len(bt.vae_channels) <= 4 or min(bt.vae_channels) < 1:
+            raise ValueError(f"base_train.vae_channels = {bt.vae_channels}: give 2-4 positive block widths "
+                             "(4 blocks downsample by 8 like SD's VAE, 3 by 4)")
         if any(c % bt.unet_norm_groups for c in bt.unet_channels):
             raise ValueError(f"base_train.unet_norm_groups = {bt.unet_norm_groups}: must divide every "
                              f"base_train.unet_channels {bt.unet_channels} (GroupNorm groups)")

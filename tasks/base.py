@@ -113,7 +113,7 @@ def _train_world(params: Params, layout: Layout) -> dict:
     times = {}
     with tempfile.TemporaryDirectory() as tok_dir:
         comps = build_sd(tok_dir, unet_channels=tuple(bt.unet_channels), text_dim=bt.text_dim, heads=bt.heads,
-                         unet_norm_groups=bt.unet_norm_groups, seed=bt.seed)
+                         vae_channels=tuple(bt.vae_channels), unet_norm_groups=bt.unet_norm_groups, seed=bt.seed)
     t0 = time.perf_counter()
     vae_losses = base_training.train_vae(comps, images, steps=bt.vae_steps, batch_size=bt.batch_size, lr=bt.lr,
                                          seed=bt.seed, detail_weight=bt.vae_detail_weight)

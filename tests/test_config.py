@@ -32,6 +32,7 @@ def test_overrides_and_motion_prompts():
     ("model.dtype", "float8", ["model.dtype = 'float8'", "'float16'"]),
     ("motions", [], ["motions", "at least one motion"]),
     ("base_train.unet_norm_groups", 5, ["base_train.unet_norm_groups = 5", "must divide", "[32, 64]"]),
+    ("base_train.vae_channels", [32], ["base_train.vae_channels = [32]", "2-4 positive block widths"]),
     ("sample.batch_size", 0, ["sample.batch_size = 0", "greater than or equal to 1"]),
     ("train.batch_size", 0, ["train.batch_size = 0", "greater than or equal to 1"]),
 ])

@@ -89,6 +89,7 @@ def test_base_trains_and_saves_a_loadable_world_model(project):
     comps = load_sd_components(str(out / "base"))
     assert tuple(comps.unet.config.block_out_channels) == tuple(params.base_train.unet_channels)
     assert comps.unet.config.norm_num_groups == params.base_train.unet_norm_groups
+    assert tuple(comps.vae.config.block_out_channels) == tuple(params.base_train.vae_channels)
     assert comps.vae.config.scaling_factor != pytest.approx(0.18215)  # set from the latents' std
     scorer = ClipScorer.from_pretrained(out / "clip")
     assert scorer.text_embeddings(["a red star"]).shape[0] == 1
