@@ -11,3 +11,22 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def assert_same_motion():
+    """Assert two motion.safetensors files hold the same weights and metadata.
+
+    Compares tensors, not bytes: safetensors' header order differs between two saves of the same weights.
+    """
+    from lamp_model.unet import read_motion_file
+
+    def check(path_a, path_b):
+        (a, meta_a), (b, meta_b) = read_motion_file(path_a), read_motion_file(path_b)
+        assert meta_a == meta_b, (path_a, path_b)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (path_a, path_b)
+
+    return check

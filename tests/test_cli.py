@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
@@ -32,7 +31,7 @@ from lamp.cli import app
 from lamp_model.config import load_params, write_overrides
 from lamp_model.metrics import ClipScorer
 from lamp_model.small import build_sd
-from lamp_model.unet import LampUNet, read_motion_file
+from lamp_model.unet import LampUNet
 from lamp_model.video import read_video, write_mp4
 from lamp_model.world import render_video, training_contents
 
@@ -428,7 +427,7 @@ def ablations(flow_project, pipeline_run):
     return {"before": before, "flow": flow, "states": states}
 
 
-def test_ablations_reuse_the_main_pipelines_tuning(flow_project, ablations):
+def test_ablations_reuse_the_main_pipelines_tuning(flow_project, ablations, assert_same_motion):
     """`full` and the sampling-only variants have the main pipeline's tuning settings (train.steps 2 in
     both): they find its finished checkpoints (shared, keyed by what shapes the weights) and do not tune
     again: the checkpoints are untouched and every variant holds the main pipeline's weights."""
@@ -438,11 +437,9 @@ def test_ablations_reuse_the_main_pipelines_tuning(flow_project, ablations):
     assert {f: f.stat().st_mtime_ns for f in states} == states
     assert sorted((root / "checkpoints").rglob("train_state.pt")) == sorted(states)  # no new tuning state
     for m in FLOW_MOTIONS:
-        main_state, main_meta = read_motion_file(root / "models/motions" / m / "motion.safetensors")
         for variant in ("full", "first_frame_base", "no_shared_noise"):
-            state, meta = read_motion_file(root / "runs/ablations" / variant / "models/motions" / m / "motion.safetensors")
-            assert meta == main_meta and state.keys() == main_state.keys()
-            assert all(torch.equal(state[k], main_state[k]) for k in state), (variant, m)
+            assert_same_motion(root / "models/motions" / m / "motion.safetensors",
+                               root / "runs/ablations" / variant / "models/motions" / m / "motion.safetensors")
 
 
 def test_compare_without_ablation_runs(ablations):

@@ -209,7 +209,7 @@ def test_a_deployment_run_with_worker(project):
     print(f"deployment run: {time.monotonic() - t0:.0f} s")
 
 
-def test_b_ablations_compare_from_mlflow(project):
+def test_b_ablations_compare_from_mlflow(project, assert_same_motion):
     """Ablation flow on 2 motions: comparison table rows = variants, values = MLflow metrics runs."""
     p = project
     variants = ["full", "no_shared_noise", "no_tsm"]
@@ -222,11 +222,8 @@ def test_b_ablations_compare_from_mlflow(project):
             assert (p.root / "runs/ablations" / v / "outputs/videos" / m / "index.csv").is_file()
         assert (p.root / "runs/ablations" / v / "reports/metrics.json").is_file()
     # no_shared_noise only changes sampling: it has full's tuned weights (the same checkpoint key)
-    from lamp_model.unet import read_motion_file
-
-    full, _ = read_motion_file(p.root / "runs/ablations/full/models/motions/rain/motion.safetensors")
-    same, _ = read_motion_file(p.root / "runs/ablations/no_shared_noise/models/motions/rain/motion.safetensors")
-    assert full.keys() == same.keys() and all((full[k] == same[k]).all() for k in full)
+    assert_same_motion(p.root / "runs/ablations/full/models/motions/rain/motion.safetensors",
+                       p.root / "runs/ablations/no_shared_noise/models/motions/rain/motion.safetensors")
     out = p.root / "reports/ablations"
     with open(out / "comparison.csv", newline="") as f:
         rows = list(csv.DictReader(f))
