@@ -5,7 +5,10 @@ The flow score (lamp_model/motion_score.py) reads flickering generated videos as
 translating motion it tracks the object by the prompt's colour (centroid of the pixels
 within COLOUR_TOLERANCE of it) and prints, beside the same content rendered by the world:
   - slope: the x position's least-squares slope over frames 1-15, in % of the width per frame;
-  - jump: |x(frame 1) - x(frame 0)|, in fractions of the width (the world's is ~0.02).
+  - jump: |x(frame 1) - x(frame 0)|, in fractions of the width (the world's is ~0.02);
+  - jerk: the std of the frame-to-frame x steps over frames 1-15, in % of the width: a steady
+    glide has ~0, an object that stalls and then leaps (what the flow score's oscillation
+    features read as flapping, birds_fly) has a jerk as large as its slope.
 It reads a run's `generate` outputs (tasks.metrics.read_generated), so it scores any run:
 
     python -m benchmarks.world_track                                   # the main pipeline (make run)
@@ -37,9 +40,11 @@ def track_x(frames: np.ndarray, colour: str) -> np.ndarray:
     return np.array(xs)
 
 
-def slope_and_jump(x: np.ndarray) -> tuple[float, float]:
-    slope = np.polyfit(np.arange(1, len(x)), x[1:], 1)[0] if np.isfinite(x[1:]).all() else np.nan
-    return 100 * slope, abs(x[1] - x[0])
+def slope_jump_jerk(x: np.ndarray) -> tuple[float, float, float]:
+    if not np.isfinite(x[1:]).all():
+        return np.nan, abs(x[1] - x[0]), np.nan
+    slope = np.polyfit(np.arange(1, len(x)), x[1:], 1)[0]
+    return 100 * slope, abs(x[1] - x[0]), 100 * float(np.std(np.diff(x[1:])))
 
 
 def main(argv=None) -> dict:
@@ -54,14 +59,14 @@ def main(argv=None) -> dict:
         for i, row in enumerate(rows):
             content = world.parse_caption(row["prompt"])
             frames, _ = read_video(layout.generated(motion) / row["mp4"])
-            gen.append(slope_and_jump(track_x(frames, content.colour)))
+            gen.append(slope_jump_jerk(track_x(frames, content.colour)))
             rendered = world.render_video(motion, content, frames=len(frames), height=frames.shape[1],
                                           width=frames.shape[2], seed=i)
-            ref.append(slope_and_jump(track_x(rendered, content.colour)))
-        (gs, gj), (rs, rj) = np.nanmean(gen, 0), np.nanmean(ref, 0)
-        result[motion] = {"slope": gs, "jump": gj, "world_slope": rs, "world_jump": rj}
-        print(f"{motion}: slope {gs:+.2f} %/frame (world {rs:+.2f}), frame-1 jump {gj:.2f} (world {rj:.2f}); "
-              f"{len(rows)} videos")
+            ref.append(slope_jump_jerk(track_x(rendered, content.colour)))
+        (gs, gj, gk), (rs, rj, rk) = np.nanmean(gen, 0), np.nanmean(ref, 0)
+        result[motion] = {"slope": gs, "jump": gj, "jerk": gk, "world_slope": rs, "world_jump": rj, "world_jerk": rk}
+        print(f"{motion}: slope {gs:+.2f} %/frame (world {rs:+.2f}), frame-1 jump {gj:.2f} (world {rj:.2f}), "
+              f"jerk {gk:.2f} %/frame (world {rk:.2f}); {len(rows)} videos")
     return result
 
 
