@@ -54,9 +54,9 @@ def train_base(args, frames: np.ndarray, captions: list[str], device) -> tuple:
     return comps, t_vae, time.perf_counter() - t0 - t_vae
 
 
-def fresh_pipeline(comps, device) -> LampPipeline:
+def fresh_pipeline(comps, device, temporal_positions: bool = False) -> LampPipeline:
     """The base inflated into a new LampUNet (zero-initialised temporal layers): untuned, or to be tuned."""
-    unet = LampUNet.from_unet2d(copy.deepcopy(comps.unet))
+    unet = LampUNet.from_unet2d(copy.deepcopy(comps.unet), temporal_positions=temporal_positions)
     return LampPipeline(comps.vae, comps.text_encoder, comps.tokenizer, unet, comps.scheduler).to(device)
 
 
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddim-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--alpha", type=float, default=0.2)
+    p.add_argument("--temporal-positions", action="store_true",
+                   help="lamp.temporal_positions: a frame index in temporal attention (not in the paper)")
     p.add_argument("--no-adain", action="store_true", help="sample.adain: false (histogram matching only)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="write every figure as JSON here")
@@ -154,7 +156,7 @@ def main(argv=None) -> dict:
     if not args.skip_untuned:
         untuned = {}
         for m in motions:
-            untuned[m] = generate(fresh_pipeline(comps, device), prompts[m], args)
+            untuned[m] = generate(fresh_pipeline(comps, device, args.temporal_positions), prompts[m], args)
         untuned_acc, untuned_per = accuracy(seen_as(untuned))
         print(f"untuned: motion accuracy {untuned_acc:.3f}", flush=True)
 
@@ -162,7 +164,7 @@ def main(argv=None) -> dict:
     for seed in [int(s) for s in args.seeds.split(",")]:
         videos, t_tune = {}, 0.0
         for m in motions:
-            pipe = fresh_pipeline(comps, device)
+            pipe = fresh_pipeline(comps, device, args.temporal_positions)
             latents = clip_latents(pipe, train_clips[m])
             text = pipe.encode_prompt(clip_captions[m]).float()
             t0 = time.perf_counter()

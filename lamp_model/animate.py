@@ -12,7 +12,6 @@ possible by hand: `LampPipeline(...)(prompt, from_image(path, h, w, policy), ...
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,8 @@ from .io import atomic_write
 from .loading import load_sd_components
 from .pipeline import LampPipeline
 from .small import SDComponents
-from .unet import LampUNet, read_motion_file
+from .unet import SWITCHES, LampUNet, read_motion_file, recorded_switches
 from .video import write_gif, write_mp4
-
-SWITCHES = ("tsm", "prediction_conv1d", "first_frame_attention", "temporal_attention")
-
 
 def motion_switches(path: str | Path) -> dict[str, bool] | None:
     """The LAMP architecture switches a motion checkpoint was tuned with (None if not recorded).
@@ -36,8 +32,7 @@ def motion_switches(path: str | Path) -> dict[str, bool] | None:
     Raises MotionCheckpointError for a missing file or one that is not safetensors.
     """
     _, metadata = read_motion_file(path)
-    raw = metadata.get("lamp_switches")
-    return {k: bool(v) for k, v in json.loads(raw).items()} if raw else None
+    return recorded_switches(metadata)
 
 
 def pipeline_from_components(comps: SDComponents, motion: str | Path | None = None,

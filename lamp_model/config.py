@@ -74,12 +74,13 @@ class BaseTrainParams(_Section):
 
 
 class LampParams(_Section):
-    """Architecture switches (the paper's ablations 4 and 5 and two more)."""
+    """Architecture switches (the paper's ablations 4 and 5 and two more), and one option."""
 
     tsm: bool = True
     prediction_conv1d: bool = True
     first_frame_attention: bool = True
     temporal_attention: bool = True
+    temporal_positions: bool = False  # frame index in temporal attention; not in the paper
 
 
 class TrainParams(_Section):

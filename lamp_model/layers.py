@@ -56,15 +56,30 @@ class TSMConv2d(nn.Module):
         return y2d + motion * torch.sigmoid(self.gate(y2d))
 
 
+def frame_positions(num_frames: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[f, dim] sinusoidal encoding of the frame index (Transformer style: sin on even, cos on odd channels)."""
+    pos = torch.arange(num_frames, device=device, dtype=torch.float32)[:, None]
+    angle = pos / 10000 ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    enc = torch.zeros(num_frames, dim, device=device)
+    enc[:, 0::2] = torch.sin(angle)
+    enc[:, 1::2] = torch.cos(angle[:, : dim // 2])
+    return enc.to(dtype)
+
+
 class TemporalAttention(nn.Module):
     """Self-attention over the frames at each spatial position, pre-LayerNorm, residual.
 
     The output projection (weight and bias) starts at zero: an exact identity at init.
+    `positions=True` adds a sinusoidal frame index to the attention's (normalised) input.
+    Without it attention over frames is permutation-equivariant: it cannot tell frame 2
+    from frame 12, only what they contain. Not in the paper (off by default); it lifts
+    motion accuracy in the 16x24 motion world (reports/world_motion.md).
     """
 
-    def __init__(self, dim: int, heads: int, ctx: FrameContext):
+    def __init__(self, dim: int, heads: int, ctx: FrameContext, positions: bool = False):
         super().__init__()
         self.ctx = ctx
+        self.positions = positions
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(query_dim=dim, heads=heads, dim_head=dim // heads, bias=False)
         nn.init.zeros_(self.attn.to_out[0].weight)
@@ -75,19 +90,22 @@ class TemporalAttention(nn.Module):
         bf, n, c = hidden_states.shape
         b = bf // f
         seq = hidden_states.reshape(b, f, n, c).transpose(1, 2).reshape(b * n, f, c)
-        seq = seq + self.attn(self.norm(seq))
+        x = self.norm(seq)
+        if self.positions:
+            x = x + frame_positions(f, c, x.device, x.dtype)
+        seq = seq + self.attn(x)
         return seq.reshape(b, n, f, c).transpose(1, 2).reshape(bf, n, c)
 
 
 class LampTransformerBlock(nn.Module):
     """A pretrained 2D transformer block followed by temporal attention (after the FF)."""
 
-    def __init__(self, block: nn.Module, ctx: FrameContext):
+    def __init__(self, block: nn.Module, ctx: FrameContext, positions: bool = False):
         super().__init__()
         self.block = block
         dim = block.norm1.normalized_shape[0]
         heads = block.attn1.heads
-        self.temporal_attn = TemporalAttention(dim, heads, ctx)
+        self.temporal_attn = TemporalAttention(dim, heads, ctx, positions=positions)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         return self.temporal_attn(self.block(hidden_states, *args, **kwargs))

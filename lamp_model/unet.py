@@ -30,6 +30,11 @@ from .layers import FrameContext, LampTransformerBlock, TSMConv2d
 from .io import atomic_write
 
 NEW_LAYER_MARKERS = (".temporal.", ".gate.", ".temporal_attn.")
+# The architecture switches (ablations and options), with their defaults; a motion
+# checkpoint records them and only loads into a UNet built with the same ones.
+SWITCH_DEFAULTS = {"tsm": True, "prediction_conv1d": True, "first_frame_attention": True,
+                   "temporal_attention": True, "temporal_positions": False}
+SWITCHES = tuple(SWITCH_DEFAULTS)
 QUERY_MARKER = "attn1.to_q."
 
 
@@ -51,7 +56,7 @@ class LampUNet(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, unet_config: dict | None = None, tsm: bool = True, prediction_conv1d: bool = True,
                  first_frame_attention: bool = True, temporal_attention: bool = True,
-                 unet2d: UNet2DConditionModel | None = None):
+                 temporal_positions: bool = False, unet2d: UNet2DConditionModel | None = None):
         super().__init__()
         if unet2d is None:
             if unet_config is None:
@@ -63,11 +68,12 @@ class LampUNet(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_unet2d(cls, unet2d: UNet2DConditionModel, *, tsm: bool = True, prediction_conv1d: bool = True,
-                    first_frame_attention: bool = True, temporal_attention: bool = True) -> "LampUNet":
+                    first_frame_attention: bool = True, temporal_attention: bool = True,
+                    temporal_positions: bool = False) -> "LampUNet":
         """Inflate a (pretrained) 2D UNet in place; its weights are kept unchanged."""
         model = cls(unet_config=dict(unet2d.config), tsm=tsm, prediction_conv1d=prediction_conv1d,
                     first_frame_attention=first_frame_attention, temporal_attention=temporal_attention,
-                    unet2d=unet2d)
+                    temporal_positions=temporal_positions, unet2d=unet2d)
         if unet2d.dtype != torch.float32 or unet2d.device.type != "cpu":
             model.to(device=unet2d.device, dtype=unet2d.dtype)
         return model
@@ -95,7 +101,7 @@ class LampUNet(ModelMixin, ConfigMixin):
                 if blocks is not None:
                     for i, block in enumerate(blocks):
                         if isinstance(block, BasicTransformerBlock):
-                            blocks[i] = LampTransformerBlock(block, self.ctx)
+                            blocks[i] = LampTransformerBlock(block, self.ctx, positions=cfg.temporal_positions)
         if cfg.first_frame_attention:
             processors = dict(self.unet.attn_processors)
             for name in processors:
@@ -150,8 +156,7 @@ class LampUNet(ModelMixin, ConfigMixin):
                 p.copy_(state[k].to(dtype=p.dtype, device=p.device))
 
     def lamp_switches(self) -> dict[str, bool]:
-        return {k: bool(self.config[k]) for k in ("tsm", "prediction_conv1d", "first_frame_attention",
-                                                  "temporal_attention")}
+        return {k: bool(self.config[k]) for k in SWITCHES}
 
     def save_motion(self, path: str | Path, extra_metadata: dict | None = None) -> Path:
         """Write the tuned weights (only) as safetensors, with the switches in its metadata."""
@@ -166,7 +171,7 @@ class LampUNet(ModelMixin, ConfigMixin):
     def load_motion(self, path: str | Path) -> dict[str, str]:
         """Load a motion checkpoint written by `save_motion`; returns its metadata."""
         state, metadata = read_motion_file(path)
-        switches = json.loads(metadata.get("lamp_switches", "{}"))
+        switches = recorded_switches(metadata)
         if switches and switches != self.lamp_switches():
             raise MotionCheckpointError(
                 f"{path}: tuned with switches {switches}, but this UNet has {self.lamp_switches()}")
@@ -193,6 +198,16 @@ class LampUNet(ModelMixin, ConfigMixin):
         out = self.unet(x, t, encoder_hidden_states=text).sample
         out = out.reshape(b, f, -1, h, w).permute(0, 2, 1, 3, 4)
         return LampUNetOutput(sample=out) if return_dict else (out,)
+
+
+def recorded_switches(metadata: dict[str, str]) -> dict[str, bool] | None:
+    """The switches in a motion checkpoint's metadata (None if not recorded).
+
+    Checkpoints written before a switch existed lack its key; they were tuned with it
+    at its default, so the default fills it in.
+    """
+    raw = metadata.get("lamp_switches")
+    return {**SWITCH_DEFAULTS, **{k: bool(v) for k, v in json.loads(raw).items()}} if raw else None
 
 
 def read_motion_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,12 +1,15 @@
 """The spec's model invariants, on a small SD v1.x-shaped UNet."""
 import copy
+import json
 
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
+from safetensors.torch import save_file
 
 from lamp_model import LampUNet
-from lamp_model.layers import FrameContext, TSMConv2d
+from lamp_model.animate import motion_switches
+from lamp_model.layers import FrameContext, TemporalAttention, TSMConv2d
 from lamp_model.small import small_unet_config
 from lamp_model.unet import MotionCheckpointError
 
@@ -115,7 +118,8 @@ def test_trainable_set(unet2d):
 
 
 @pytest.mark.parametrize("switches", [dict(tsm=False), dict(prediction_conv1d=False),
-                                      dict(first_frame_attention=False), dict(temporal_attention=False)])
+                                      dict(first_frame_attention=False), dict(temporal_attention=False),
+                                      dict(temporal_positions=True)])
 def test_ablation_switches_still_reproduce_2d_at_init(unet2d, switches):
     lamp = inflate(unet2d, **switches)
     x = torch.randn(B, C, 1, H, W).expand(B, C, 3, H, W).contiguous()
@@ -152,12 +156,46 @@ def test_motion_checkpoint_round_trip_and_incompatible_base(unet2d, tmp_path):
         fresh.load_motion(bad)
 
 
+@pytest.mark.parametrize("positions", [False, True])
+def test_temporal_positions_let_attention_tell_equal_frames_apart(positions):
+    """Without positions attention over frames is permutation-equivariant: frames with equal
+    content get equal outputs whatever the weights. The frame index breaks that tie."""
+    torch.manual_seed(0)
+    layer = TemporalAttention(16, 2, FrameContext(num_frames=F), positions=positions)
+    x = torch.randn(1, 6, 16).expand(F, 6, 16).contiguous()  # [(b f), tokens, c], every frame the same
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), x, atol=0, rtol=0)  # zero-init output: identity
+        layer.attn.to_out[0].weight.normal_()  # as after tuning
+        y = layer(x)
+    assert torch.allclose(y[1:], y[:1].expand_as(y[1:]), atol=1e-6) != positions
+
+
+def test_checkpoint_from_before_a_switch_existed_loads_at_its_default(unet2d, tmp_path):
+    lamp = inflate(unet2d)
+    randomise_new_layers(lamp)
+    old = tmp_path / "old.safetensors"  # written before temporal_positions existed
+    recorded = {k: v for k, v in lamp.lamp_switches().items() if k != "temporal_positions"}
+    save_file(lamp.motion_state_dict(), str(old),
+              metadata={"format": "lamp-motion", "lamp_switches": json.dumps(recorded)})
+    assert motion_switches(old) == {**recorded, "temporal_positions": False}
+    inflate(unet2d).load_motion(old)
+    with pytest.raises(MotionCheckpointError, match="switches"):
+        inflate(unet2d, temporal_positions=True).load_motion(old)
+
+    positioned = inflate(unet2d, temporal_positions=True)
+    randomise_new_layers(positioned)
+    path = positioned.save_motion(tmp_path / "positions.safetensors")
+    assert motion_switches(path)["temporal_positions"] is True
+    with pytest.raises(MotionCheckpointError, match="switches"):
+        inflate(unet2d).load_motion(path)
+
+
 def test_save_and_from_pretrained_round_trip(unet2d, tmp_path):
-    lamp = inflate(unet2d, prediction_conv1d=False)
+    lamp = inflate(unet2d, prediction_conv1d=False, temporal_positions=True)
     randomise_new_layers(lamp)
     lamp.save_pretrained(tmp_path / "lamp_unet")
     loaded = LampUNet.from_pretrained(tmp_path / "lamp_unet").eval()
-    assert loaded.config.prediction_conv1d is False
+    assert loaded.config.prediction_conv1d is False and loaded.config.temporal_positions is True
     x, text = torch.randn(B, C, 3, H, W), torch.randn(B, 7, D)
     with torch.no_grad():
         torch.testing.assert_close(lamp(x, 5, text).sample, loaded(x, 5, text).sample, atol=0, rtol=0)
