@@ -26,14 +26,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .attention import FirstFrameAttnProcessor
+from .config import LampParams
 from .layers import FrameContext, LampTransformerBlock, TSMConv2d
 from .io import atomic_write
 
 NEW_LAYER_MARKERS = (".temporal.", ".gate.", ".temporal_attn.")
-# The architecture switches (ablations and options), with their defaults; a motion
-# checkpoint records them and only loads into a UNet built with the same ones.
-SWITCH_DEFAULTS = {"tsm": True, "prediction_conv1d": True, "first_frame_attention": True,
-                   "temporal_attention": True, "temporal_positions": False}
+# The architecture switches (ablations and options) with their defaults, as params.yaml's
+# `lamp` section defines them; a motion checkpoint records them and only loads into a
+# UNet built with the same ones.
+SWITCH_DEFAULTS = LampParams().model_dump()
 SWITCHES = tuple(SWITCH_DEFAULTS)
 QUERY_MARKER = "attn1.to_q."
 
