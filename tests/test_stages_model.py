@@ -102,6 +102,22 @@ def test_base_trains_and_saves_a_loadable_world_model(project):
     assert all(np.isfinite(v) for v in result["metrics"].values())
 
 
+def test_base_is_reproducible_byte_for_byte(project, tmp_path):
+    """Same params, same world -> the same files, so DVC's hash of models/world does not change on a
+    re-run and nothing downstream re-runs (timings go to MLflow, not into the output)."""
+    root, params, first, _ = project
+    shutil.copytree(Layout(root).world_videos, Layout(tmp_path).world_videos)
+    second = base.run(params, tmp_path)
+    assert second["metrics"]["vae_s"] > 0 and "vae_s" in first["metrics"]
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    a, b = files(Layout(root).world_models), files(Layout(tmp_path).world_models)
+    assert sorted(a) == sorted(b) and "base_train.json" in a
+    assert [name for name in a if a[name] != b[name]] == []
+
+
 def test_tune_writes_motion_weights_loss_and_config(project):
     root, params, _, results = project
     r = results["rain"]
