@@ -36,6 +36,8 @@ log = logging.getLogger("lamp")
 # prompt_index = row of that motion's prompt in the eval csv, seed = sampling seed,
 # mp4/gif = the video, first_frame = PNG of the first frame given to the pipeline.
 GENERATED_COLUMNS = ("prompt_index", "seed", "prompt", "mp4", "gif", "first_frame")
+# What the `metrics` stage scores per video and per motion (reports/metrics.json; plots of `report`).
+METRIC_KEYS = ("alignment", "consistency", "diversity", "motion_accuracy", "first_frame_fidelity")
 
 
 class StageError(Exception):
@@ -161,6 +163,29 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_generated(layout: Layout, motion: str) -> list[dict]:
+    """Rows of a motion's index.csv (stage `generate`), with every referenced file checked."""
+    folder = layout.generated(motion)
+    index = folder / "index.csv"
+    if not index.is_file():
+        raise StageError(f"{folder}: no generated videos (index.csv missing); run the `generate` stage for {motion}")
+    with open(index, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in GENERATED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise StageError(f"{index}: missing columns {missing} (needs {list(GENERATED_COLUMNS)}); "
+                             f"rerun the `generate` stage for {motion}")
+        rows = list(reader)
+    if not rows:
+        raise StageError(f"{folder}: index.csv lists no generated videos; run the `generate` stage for {motion}")
+    for line, row in enumerate(rows, start=2):
+        for column in ("mp4", "first_frame"):
+            if not (folder / row[column]).is_file():
+                raise StageError(f"{index}:{line}: {column} file {folder / row[column]} not found; "
+                                 f"rerun the `generate` stage for {motion}")
+    return rows
 
 
 def stage_main(run: Callable[..., dict], per_motion: bool, argv: list[str] | None = None) -> None:

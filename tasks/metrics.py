@@ -42,14 +42,13 @@ from lamp_model.io import atomic_write
 from lamp_model.metrics import ClipScorer
 from lamp_model.motion_score import MotionCentroids, first_frame_fidelity, motion_descriptor
 from lamp_model.video import read_video
-from tasks.common import GENERATED_COLUMNS, Layout, StageError, stage_main
+from tasks.common import METRIC_KEYS, Layout, StageError, read_generated, stage_main
 
 log = logging.getLogger("lamp")
 
 STATIC = "static"  # predicted motion of a video in which nothing moves
 PER_VIDEO_COLUMNS = ("motion", "prompt_index", "seed", "prompt", "alignment", "consistency",
                      "predicted_motion", "motion_correct", "first_frame_fidelity", "mp4")
-METRIC_KEYS = ("alignment", "consistency", "diversity", "motion_accuracy", "first_frame_fidelity")
 DECIMALS = 4
 
 
@@ -107,29 +106,6 @@ def fit_centroids(params: Params, layout: Layout) -> MotionCentroids:
     for motion in tqdm(params.motions, desc="motion descriptors (training clips)", leave=False):
         descriptors[motion] = [motion_descriptor(clip) for clip in load_clips(layout, motion)]
     return MotionCentroids().fit(descriptors)
-
-
-def read_generated(layout: Layout, motion: str) -> list[dict]:
-    """Rows of a motion's index.csv (stage `generate`), with every referenced file checked."""
-    folder = layout.generated(motion)
-    index = folder / "index.csv"
-    if not index.is_file():
-        raise StageError(f"{folder}: no generated videos (index.csv missing); run the `generate` stage for {motion}")
-    with open(index, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in GENERATED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise StageError(f"{index}: missing columns {missing} (needs {list(GENERATED_COLUMNS)}); "
-                             f"rerun the `generate` stage for {motion}")
-        rows = list(reader)
-    if not rows:
-        raise StageError(f"{folder}: index.csv lists no generated videos; run the `generate` stage for {motion}")
-    for line, row in enumerate(rows, start=2):
-        for column in ("mp4", "first_frame"):
-            if not (folder / row[column]).is_file():
-                raise StageError(f"{index}:{line}: {column} file {folder / row[column]} not found; "
-                                 f"rerun the `generate` stage for {motion}")
-    return rows
 
 
 # ------------------------------------------------------------------ scoring

@@ -30,8 +30,7 @@ from matplotlib.figure import Figure
 
 from lamp_model.config import Params
 from lamp_model.io import atomic_write
-from tasks.common import Layout, StageError, stage_main
-from tasks.metrics import METRIC_KEYS, read_generated
+from tasks.common import METRIC_KEYS, Layout, StageError, read_generated, stage_main
 
 log = logging.getLogger("lamp")
 

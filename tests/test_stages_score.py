@@ -26,7 +26,7 @@ from lamp_model.video import make_contact_sheet, read_video, write_gif, write_mp
 from lamp_model.world import eval_contents, render_video, training_contents
 from tasks import metrics as metrics_stage
 from tasks import report as report_stage
-from tasks.common import GENERATED_COLUMNS, Layout, StageError, stage_main
+from tasks.common import GENERATED_COLUMNS, METRIC_KEYS, Layout, StageError, read_generated, stage_main
 
 MOTIONS = ["helicopter", "rain", "firework", "horse_run"]
 
@@ -234,14 +234,14 @@ def test_examples_are_each_motions_first_gif_with_its_prompt(project):
     assert gifs and all(g.suffix == ".gif" for g in gifs)
     for gif in gifs:
         motion = gif.stem
-        first = metrics_stage.read_generated(layout, motion)[0]
+        first = read_generated(layout, motion)[0]
         assert gif.read_bytes() == (layout.generated(motion) / first["gif"]).read_bytes()
         mp4 = os.path.relpath(layout.generated(motion) / first["mp4"], layout.out).replace(os.sep, "/")
         assert f"| {motion} | ![{motion}](examples/{motion}.gif) | {rows[mp4]['prompt']} (seed" in text
 
 
 def test_plots_are_pngs(project):
-    for key in metrics_stage.METRIC_KEYS:
+    for key in METRIC_KEYS:
         assert (project["layout"].reports / "plots" / f"{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
