@@ -44,7 +44,7 @@ run: setup
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
-test-slow: setup  # the slow quality runs (tests marked slow; CPU ~22 min)
+test-slow: setup  # the slow quality runs (tests marked slow; 2-core CPU ~36 min, 2026-12-04)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
 
 bench: setup

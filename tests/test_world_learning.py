@@ -76,7 +76,8 @@ def test_tuning_learns_leftward_motion_on_held_out_content(trained):
 @pytest.mark.slow
 def test_full_world_tuned_models_beat_untuned_and_chance_over_three_seeds(tmp_path):
     """The issue's claim at default settings: 8 motions, base trained here, LAMP tuned with 3 seeds,
-    48 held-out prompts. `make test-slow` (CPU ~22 min: trains its own base, as benchmarks/world_motion.py)."""
+    48 held-out prompts. `make test-slow` (2-core CPU ~36 min, passed 2026-12-04: trains its own base,
+    as benchmarks/world_motion.py)."""
     from benchmarks import world_motion
 
     result = world_motion.main(["--seeds", "0,1,2", "--out", str(tmp_path / "world_motion.json")])
