@@ -149,7 +149,7 @@ def _train_world(params: Params, layout: Layout) -> dict:
     metrics = {"vae_loss": last(vae_losses), "vae_psnr_db": vae_psnr, "unet_loss": last(unet_losses),
                "clip_loss": last(clip_losses), "clip_retrieval_acc": clip_acc}
     # No timings in the DVC output: the same params give byte-identical files (and hash), so a
-    # re-run base does not invalidate every downstream stage. Timings go to MLflow and the log.
+    # re-run base does not invalidate every downstream stage. Timings go to MLflow (and the log lines above).
     summary = {"frames": len(images), "captions": len(set(captions)), "motions": list(by_motion),
                "size": list(images.shape[1:3]), "settings": bt.model_dump(), "metrics": metrics,
                "sample_prompts": sample_prompts,
@@ -159,7 +159,6 @@ def _train_world(params: Params, layout: Layout) -> dict:
     with atomic_write(summary_path) as tmp:
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
     outputs = [str(out / "base"), str(out / "clip"), str(summary_path), str(sheet_path)]
-    log.info("base: seconds %s", {k: round(v, 1) for k, v in times.items()})
     return {"trained": True, "frames": len(images), "outputs": outputs, "metrics": {**metrics, **times},
             "artifacts": [str(sheet_path), str(summary_path)]}
 
