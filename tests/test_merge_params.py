@@ -28,7 +28,7 @@ def test_real_overlay_gives_the_real_preset_and_keeps_comments(tmp_path):
     assert "# real: 3.0e-5 (paper)" in params.read_text()  # comments survive
 
 
-def test_world_16x24_overlay_gives_finer_latents_and_frame_positions(tmp_path):
+def test_world_16x24_overlay_gives_finer_latents_frame_positions_and_longer_tuning(tmp_path):
     params = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", params)
     assert load_params(params).lamp.temporal_positions is False  # the paper's default
@@ -36,6 +36,7 @@ def test_world_16x24_overlay_gives_finer_latents_and_frame_positions(tmp_path):
     assert out.returncode == 0, out.stderr
     p = load_params(params)
     assert p.base_train.vae_channels == [32, 64, 64] and p.lamp.temporal_positions is True
+    assert p.train.steps == 900 and p.train.batch_size == load_params(ROOT / "params.yaml").train.batch_size
     assert p.model.base == load_params(ROOT / "params.yaml").model.base  # still the motion world
 
 
