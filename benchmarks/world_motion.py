@@ -186,7 +186,11 @@ def main(argv=None) -> dict:
     accs = [r["motion_accuracy"] for r in runs]
     print(f"tuned: {np.mean(accs):.3f} +- {np.std(accs):.3f} over {len(accs)} seeds; untuned {untuned_acc:.3f}; "
           f"VAE ceiling {vae_eval['round_trip_motion_accuracy']:.3f}")
-    result = {"machine": machine_info(device), "settings": vars(args), "vae": vae_eval,
+    # what was really run: with --base, settings' vae/unet channels are only the CLI defaults
+    base_model = {"vae_block_out_channels": list(comps.vae.config.block_out_channels),
+                  "unet_block_out_channels": list(comps.unet.config.block_out_channels),
+                  "latent_channels": comps.vae.config.latent_channels}
+    result = {"machine": machine_info(device), "settings": vars(args), "base_model": base_model, "vae": vae_eval,
               "base_seconds": {"vae": t_vae, "unet": t_unet},
               "untuned": {"motion_accuracy": untuned_acc, "per_motion": untuned_per},
               "tuned": runs, "tuned_mean": float(np.mean(accs)), "tuned_std": float(np.std(accs))}

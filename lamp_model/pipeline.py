@@ -33,7 +33,7 @@ def encode_frames(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 16) 
     latent cache and the pipeline's first frame see the same latents for the same pixels.
     Encoded `batch_size` frames at a time to bound memory at full resolution.
     """
-    x = torch.from_numpy(np.ascontiguousarray(frames))
+    x = torch.tensor(np.asarray(frames))  # a copy: frames may be a read-only view (safetensors, mmap)
     out = []
     for chunk in x.split(batch_size):
         chunk = chunk.to(vae.device, vae.dtype).permute(0, 3, 1, 2) / 127.5 - 1.0
