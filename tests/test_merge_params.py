@@ -36,6 +36,7 @@ def test_world_16x24_overlay_gives_finer_latents_frame_positions_and_longer_tuni
     assert out.returncode == 0, out.stderr
     p, shipped = load_params(params), load_params(ROOT / "params.yaml")
     assert p.base_train.vae_channels == [32, 64, 64] and p.lamp.temporal_positions is True
+    assert (p.base_train.vae_steps, p.base_train.unet_steps) == (600, 1500)  # the base it was measured on
     assert p.train.steps == 900 and p.train.batch_size == shipped.train.batch_size
     assert p.model.base == shipped.model.base  # still the motion world
 
