@@ -1,8 +1,10 @@
 """Small file helpers shared by every module that writes outputs."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,3 +29,25 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write tensors as safetensors (atomically) with the same bytes for the same content.
+
+    safetensors writes the header's metadata in hash-map order, which changes from
+    process to process: the file's md5 (what DVC tracks) would then differ in every
+    fresh run although the weights are identical, and rerun every stage that reads it.
+    The header is re-written with sorted keys, padded to its original length so the
+    tensor data keeps its offsets and 8-byte alignment.
+    """
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"),
+                        ensure_ascii=False).encode()
+    if len(header) <= size:  # same JSON, same length up to the padding: always true in practice
+        data = data[:8] + header.ljust(size) + data[8 + size:]
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)

@@ -22,13 +22,12 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from diffusers.utils import BaseOutput
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from .attention import FirstFrameAttnProcessor
 from .config import LampParams
 from .layers import FrameContext, LampTransformerBlock, TSMConv2d
-from .io import atomic_write
+from .io import save_safetensors
 
 NEW_LAYER_MARKERS = (".temporal.", ".gate.", ".temporal_attn.")
 # The architecture switches (ablations and options) with their defaults, as params.yaml's
@@ -161,13 +160,9 @@ class LampUNet(ModelMixin, ConfigMixin):
 
     def save_motion(self, path: str | Path, extra_metadata: dict | None = None) -> Path:
         """Write the tuned weights (only) as safetensors, with the switches in its metadata."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         metadata = {"format": "lamp-motion", "lamp_switches": json.dumps(self.lamp_switches())}
         metadata.update({k: str(v) for k, v in (extra_metadata or {}).items()})
-        with atomic_write(path) as tmp:
-            save_file(self.motion_state_dict(), str(tmp), metadata=metadata)
-        return path
+        return save_safetensors(self.motion_state_dict(), path, metadata)
 
     def load_motion(self, path: str | Path) -> dict[str, str]:
         """Load a motion checkpoint written by `save_motion`; returns its metadata."""

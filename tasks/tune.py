@@ -99,7 +99,9 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     plot = _plot_loss(losses, out / "loss.png", f"LAMP tuning: {motion}")
     config = {"motion": motion, "motion_prompt": params.motion_prompt(motion), "base": params.model.base,
               "use_captions": params.data.use_captions, "train": asdict(settings), "lamp": switches,
-              "clips": len(latents), "latent_shape": list(latents.shape[1:]), "checkpoint_key": key}
+              "clips": len(latents), "latent_shape": list(latents.shape[1:])}
+    # Not the checkpoint key: it fingerprints the base folder's mtimes, so it differs in every fresh
+    # clone and would change this DVC output's hash (and rerun generate) for the same weights.
     with atomic_write(out / "train_config.json") as tmp:
         tmp.write_text(json.dumps(config, indent=1) + "\n")
     metrics = {"final_loss": float(losses[-1]), "loss_last50": float(np.mean(losses[-50:]))}

@@ -11,7 +11,7 @@ from lamp_model import LampUNet
 from lamp_model.animate import motion_switches
 from lamp_model.layers import FrameContext, TemporalAttention, TSMConv2d
 from lamp_model.small import small_unet_config
-from lamp_model.unet import MotionCheckpointError
+from lamp_model.unet import MotionCheckpointError, read_motion_file
 
 B, C, F, H, W, D = 1, 4, 5, 8, 8, 32
 ATOL = 1e-5
@@ -154,6 +154,18 @@ def test_motion_checkpoint_round_trip_and_incompatible_base(unet2d, tmp_path):
     bad.write_bytes(b"not a safetensors file at all")
     with pytest.raises(MotionCheckpointError, match="not a safetensors"):
         fresh.load_motion(bad)
+
+
+def test_motion_checkpoint_bytes_are_reproducible(unet2d, tmp_path):
+    """Same weights and metadata -> same file (DVC tracks its md5; safetensors alone writes its
+    metadata in a per-process random order, so every fresh run changed dvc.lock and reran generate)."""
+    lamp = inflate(unet2d)
+    randomise_new_layers(lamp)
+    extra = {"motion": "m", "base": "b", "steps": 3}
+    paths = [lamp.save_motion(tmp_path / f"motion{i}.safetensors", extra) for i in range(4)]
+    assert len({p.read_bytes() for p in paths}) == 1
+    assert read_motion_file(paths[0])[1] == {"format": "lamp-motion", "motion": "m", "base": "b", "steps": "3",
+                                             "lamp_switches": json.dumps(lamp.lamp_switches())}
 
 
 @pytest.mark.parametrize("positions", [False, True])
