@@ -37,8 +37,8 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str,
     safetensors writes the header's metadata in hash-map order, which changes from
     process to process: the file's md5 (what DVC tracks) would then differ in every
     fresh run although the weights are identical, and rerun every stage that reads it.
-    The header is re-written with sorted keys, padded to its original length so the
-    tensor data keeps its offsets and 8-byte alignment.
+    The header is re-written with sorted keys and padded with spaces to a multiple of
+    8 bytes, as safetensors does (tensor offsets count from the header's end).
     """
     from safetensors.torch import save
 
@@ -46,8 +46,8 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str,
     size = struct.unpack("<Q", data[:8])[0]
     header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"),
                         ensure_ascii=False).encode()
-    if len(header) <= size:  # same JSON, same length up to the padding: always true in practice
-        data = data[:8] + header.ljust(size) + data[8 + size:]
+    header += b" " * (-len(header) % 8)
+    data = struct.pack("<Q", len(header)) + header + data[8 + size:]
     with atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
