@@ -23,17 +23,18 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP)
 
-# torch + torchvision first, on their own (pinned: see requirements/torch.txt), then
-# everything else under constraints.txt so no package can swap torch.
 # The venv takes ~7 GB (PyPI's Linux torch is a CUDA build): say so before pip runs out of
 # disk half-way ("OSError: [Errno 28] No space left on device").
 SETUP_MIN_FREE_GB ?= 8
+VENV_PARENT := $(dir $(abspath $(VENV)))
 
+# Check the disk of the venv's folder; then torch + torchvision first, on their own (pinned:
+# see requirements/torch.txt), and everything else under constraints.txt so no package can swap torch.
 $(STAMP):
-	@free_kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	@free_kb=$$(df -Pk $(VENV_PARENT) | awk 'NR==2 {print $$4}'); \
 	if [ "$$free_kb" -lt $$(( $(SETUP_MIN_FREE_GB) * 1024 * 1024 )) ]; then \
-	  echo "make setup: only $$(( free_kb / 1024 / 1024 )) GB free on the disk of $(CURDIR);" \
-	       "installing .venv needs ~$(SETUP_MIN_FREE_GB) GB (torch + torchvision ~6 GB)." \
+	  echo "make setup: only $$(( free_kb / 1024 / 1024 )) GB free on the disk of $(VENV_PARENT);" \
+	       "installing $(VENV) needs ~$(SETUP_MIN_FREE_GB) GB (the venv alone is ~7 GB)." \
 	       "Free some space (old clones, ~/.cache/pip), or set SETUP_MIN_FREE_GB=0 to try anyway." >&2; \
 	  exit 1; \
 	fi
