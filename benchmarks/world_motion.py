@@ -1,16 +1,21 @@
 """Does LAMP learn motion in the motion world? The whole method in one process.
 
 Renders the world, trains the base model (VAE, then UNet + text encoder), tunes
-one LampUNet per motion and generates the 48 held-out eval prompts, then prints
-motion accuracy (optical-flow nearest centroid, chance 1/8) of:
+one LampUNet per motion and generates 6 held-out prompts per motion, then prints
+motion accuracy (the pipeline's motion classifier, `none` counted wrong, chance 1/8) of:
   - the raw held-out clips (the score's own ceiling),
   - the same clips round-tripped through the trained VAE (what a frozen VAE allows),
   - videos of the untuned inflated model (zero-initialised temporal layers),
-  - videos of the tuned models, per training seed.
-Same lamp_model functions as the DVC stages (no files, no ffmpeg, no CLIP), so
-settings can be explored quickly on any device; the DVC pipeline is the reference.
+  - videos of the tuned models, per seed (the seed drives tuning and the sampling noise).
+Same lamp_model functions and the same defaults as the DVC stages (every default
+below is read from params.yaml; no files, no ffmpeg, no CLIP), so settings can be
+explored quickly on any device; the DVC pipeline is the reference.
 
-    python -m benchmarks.world_motion --vae-steps 600 --unet-steps 1500 --seeds 0,1,2   # tunes 300 x batch 4
+Held-out prompts and first frames come from the VALIDATION split by default: this
+is where settings are chosen. `--split test` scores the reported test prompts
+(what `make run` reports); run it once per setting, never to choose one.
+
+    python -m benchmarks.world_motion --seeds 0,1,2                       # params.yaml's settings
     python -m benchmarks.world_motion --base models/world/base --seeds 0,1,2   # reuse `dvc repro base`
 """
 from __future__ import annotations
@@ -30,7 +35,8 @@ from benchmarks.world_vae import evaluate, render
 from lamp_model import world
 from lamp_model.base_training import train_text_to_image, train_vae
 from lamp_model.loading import load_sd_components
-from lamp_model.motion_score import MotionCentroids, motion_descriptor
+from lamp_model.config import load_params
+from lamp_model.motion_score import MotionClassifier
 from lamp_model.pipeline import LampPipeline
 from lamp_model.small import build_sd
 from lamp_model.training import TrainSettings, train_motion
@@ -66,50 +72,60 @@ def clip_latents(pipe: LampPipeline, clips: list[np.ndarray]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(pipe: LampPipeline, prompts: list[str], args) -> list[np.ndarray]:
-    """One batch: video i starts from the noise of seed i, as if generated alone."""
-    firsts = [world.render_first_frame(p, height=args.height, width=args.width, seed=0) for p in prompts]
-    generators = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+def generate(pipe: LampPipeline, prompts: list[str], args, seed: int = 0) -> list[np.ndarray]:
+    """One batch, as the generate stage makes it: first frames from the split's renders (seed 0: the
+    held-out data is fixed), every video's noise from its own generator seeded with `seed`."""
+    firsts = [world.render_first_frame(p, height=args.height, width=args.width, seed=0, split=args.split)
+              for p in prompts]
+    generators = [torch.Generator().manual_seed(seed) for _ in prompts]
     return list(pipe(prompts, firsts, num_frames=16, height=args.height, width=args.width,
                      num_inference_steps=args.ddim_steps, guidance_scale=args.guidance, alpha=args.alpha,
                      adain=not args.no_adain, generator=generators, progress=False).frames)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(params_path: str = "params.yaml") -> argparse.ArgumentParser:
+    """Options default to params.yaml's values, so a bare run measures what `make run` does."""
+    prm = load_params(params_path)
+    bt, tr, sa = prm.base_train, prm.train, prm.sample
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--videos", type=int, default=12)
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--split", choices=("validation", "test"), default="validation",
+                   help="held-out prompts and first frames: validation (choose settings here) or test (report)")
+    p.add_argument("--videos", type=int, default=prm.world.videos_per_motion)
+    p.add_argument("--height", type=int, default=prm.clips.height)
+    p.add_argument("--width", type=int, default=prm.clips.width)
     p.add_argument("--base", default=None, help="load this base model folder (e.g. models/world/base, "
                    "written by `dvc repro base`) instead of training one; the base options are then ignored")
     p.add_argument("--save-base", default=None, help="save the base trained here to this folder (reuse: --base)")
     p.add_argument("--skip-untuned", action="store_true", help="do not generate with the untuned model")
     p.add_argument("--latent-channels", type=int, default=4)
-    p.add_argument("--vae-channels", type=lambda s: [int(v) for v in s.split(",")], default=[32, 32, 64, 64],
+    p.add_argument("--vae-channels", type=lambda s: [int(v) for v in s.split(",")], default=bt.vae_channels,
                    help="VAE block widths; n blocks downsample by 2^(n-1): 32,64,64 gives 16x24 latents at 64x96")
-    p.add_argument("--unet-channels", type=lambda s: [int(v) for v in s.split(",")], default=[32, 64])
-    p.add_argument("--unet-norm-groups", type=int, default=8,
+    p.add_argument("--unet-channels", type=lambda s: [int(v) for v in s.split(",")], default=bt.unet_channels)
+    p.add_argument("--unet-norm-groups", type=int, default=bt.unet_norm_groups,
                    help="GroupNorm groups of the base UNet (params.yaml base_train.unet_norm_groups; 32 = one "
                         "channel per group at width 32, the earlier default: see results.md)")
-    p.add_argument("--vae-steps", type=int, default=600)
-    p.add_argument("--vae-detail-weight", type=float, default=10.0,
+    p.add_argument("--vae-steps", type=int, default=bt.vae_steps)
+    p.add_argument("--vae-detail-weight", type=float, default=bt.vae_detail_weight,
                    help="train_vae's detail_weight (params.yaml base_train.vae_detail_weight)")
-    p.add_argument("--unet-steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=8, help="VAE images per step (base_train.batch_size)")
-    p.add_argument("--unet-batch-size", type=int, default=32, help="base_train.unet_batch_size")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--tune-steps", type=int, default=300, help="train.steps")
-    p.add_argument("--tune-lr", type=float, default=1e-3)
-    p.add_argument("--tune-batch", type=int, default=4, help="clips per tuning step (train.batch_size)")
+    p.add_argument("--unet-steps", type=int, default=bt.unet_steps)
+    p.add_argument("--batch-size", type=int, default=bt.batch_size, help="VAE images per step (base_train.batch_size)")
+    p.add_argument("--unet-batch-size", type=int, default=bt.unet_batch_size, help="base_train.unet_batch_size")
+    p.add_argument("--lr", type=float, default=bt.lr)
+    p.add_argument("--tune-steps", type=int, default=tr.steps, help="train.steps")
+    p.add_argument("--tune-lr", type=float, default=tr.lr)
+    p.add_argument("--tune-batch", type=int, default=tr.batch_size, help="clips per tuning step (train.batch_size)")
     p.add_argument("--motions", default=",".join(world.MOTIONS), help="tune and score only these "
                    "(accuracy is still over all 8 centroids)")
-    p.add_argument("--seeds", default="0", help="tuning seeds (one tuned model per motion per seed)")
-    p.add_argument("--ddim-steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--alpha", type=float, default=0.2)
-    p.add_argument("--temporal-positions", action="store_true",
+    p.add_argument("--seeds", default="0", help="seeds of tuning and sampling noise (one tuned model per motion "
+                   "per seed)")
+    p.add_argument("--ddim-steps", type=int, default=sa.ddim_steps)
+    p.add_argument("--guidance", type=float, default=sa.guidance_scale)
+    p.add_argument("--alpha", type=float, default=sa.alpha)
+    p.add_argument("--temporal-positions", action=argparse.BooleanOptionalAction,
+                   default=prm.lamp.temporal_positions,
                    help="lamp.temporal_positions: a frame index in temporal attention (not in the paper)")
-    p.add_argument("--no-adain", action="store_true", help="sample.adain: false (histogram matching only)")
+    p.add_argument("--no-adain", action="store_true", default=not sa.adain,
+                   help="sample.adain: false (histogram matching only)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="write every figure as JSON here")
     p.add_argument("--sheet", default=None, help="write a contact sheet (PNG) of 2 tuned videos per motion, "
@@ -122,20 +138,20 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device)
 
-    frames, train_clips, eval_clips = render(args.videos, args.height, args.width)
+    frames, train_clips, eval_clips = render(args.videos, args.height, args.width, split=args.split)
     captions = [c.caption(m) for m in world.MOTIONS for c in world.training_contents(m, args.videos)
                 for _ in range(24)]
-    centroids = MotionCentroids().fit({m: [motion_descriptor(c) for c in cs] for m, cs in train_clips.items()})
+    classifier = MotionClassifier().fit_clips(train_clips)
     if args.base:
         comps, t_vae, t_unet = load_sd_components(args.base, device), 0.0, 0.0
     else:
         comps, t_vae, t_unet = train_base(args, frames, captions, device)
         if args.save_base:
             comps.save_pretrained(args.save_base)
-    vae_eval = evaluate(comps.vae, eval_clips, centroids)
+    vae_eval = evaluate(comps.vae, eval_clips, classifier)
     print(f"base: VAE {t_vae:.0f} s, UNet {t_unet:.0f} s; VAE round trip PSNR {vae_eval['psnr_db']:.1f} dB, "
           f"motion accuracy {vae_eval['round_trip_motion_accuracy']:.3f}", flush=True)
-    prompts = {m: [c.caption(m) for c in world.eval_contents(m, 6)] for m in world.MOTIONS}
+    prompts = {m: [c.caption(m) for c in world.contents(m, args.split, 6)] for m in world.MOTIONS}
     clip_captions = {m: [c.caption(m) for c in world.training_contents(m, args.videos) for _ in range(2)]
                      for m in world.MOTIONS}
 
@@ -145,8 +161,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--motions: unknown {unknown}; the world's motions are {','.join(world.MOTIONS)}")
 
     def seen_as(videos: dict[str, list[np.ndarray]]) -> dict[str, list[str]]:
-        """The motion the flow score sees in every video."""
-        return {m: [centroids.predict(motion_descriptor(v)) for v in vs] for m, vs in videos.items()}
+        """The motion the classifier sees in every video (`none`: no motion evidence)."""
+        return {m: [classifier.classify(v) for v in vs] for m, vs in videos.items()}
 
     def accuracy(seen: dict[str, list[str]]) -> tuple[float, dict]:
         per = {m: float(np.mean([s == m for s in preds])) for m, preds in seen.items()}
@@ -172,7 +188,7 @@ def main(argv=None) -> dict:
                          TrainSettings(steps=args.tune_steps, lr=args.tune_lr, seed=seed, mixed_precision="no",
                                        batch_size=args.tune_batch))
             t_tune += time.perf_counter() - t0
-            videos[m] = generate(pipe, prompts[m], args)
+            videos[m] = generate(pipe, prompts[m], args, seed)
         seen = seen_as(videos)
         acc, per = accuracy(seen)
         if args.sheet and not runs:
@@ -220,11 +236,11 @@ def report_markdown(args, vae_eval: dict, untuned_acc: float, untuned_per: dict,
         f"`python -m benchmarks.world_motion {' '.join(_argv_of(args))}` on {where}, torch {info['torch']}.",
         f"Base model {base}; LAMP tuned {args.tune_steps} steps x batch {args.tune_batch} (lr {args.tune_lr}) "
         "per motion and seed "
-        f"(seeds {seeds}); 6 held-out eval prompts per motion (48 in all), {args.ddim_steps} DDIM steps, "
+        f"(seeds {seeds}); 6 held-out {args.split} prompts per motion (48 in all), {args.ddim_steps} DDIM steps, "
         f"guidance {args.guidance}, alpha {args.alpha}, first frames from the world's renderer.",
         "",
-        "Motion accuracy = share of generated videos whose optical-flow descriptor is nearest to their own "
-        "motion's centroid of training clips (chance = 1/8). VAE ceiling = the held-out clips themselves "
+        "Motion accuracy = share of generated videos that the pipeline's motion classifier assigns to their "
+        "own motion (`none` = no motion evidence, counted wrong; chance = 1/8). VAE ceiling = the held-out clips themselves "
         "after a round trip through the frozen VAE: what any model on this VAE can reach.",
         "",
         "| motion | tuned (mean ± std) | untuned | VAE ceiling |",

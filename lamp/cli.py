@@ -464,9 +464,9 @@ def score(
     classifier = None
     if centroids is not None:
         _check_file(centroids, "motion centroids")
-        from lamp_model.motion_score import MotionCentroids
+        from lamp_model.motion_score import MotionClassifier
 
-        classifier = MotionCentroids.from_json(centroids.read_text())
+        classifier = MotionClassifier.from_json(centroids.read_text())
     scorer = load_scorer(p, Path(root))
     rows, _, overall = score_videos(videos, scorer, classifier)
     out = out or folder / "scores"

@@ -9,7 +9,7 @@ world video and a 320x512 real one.
 Generated videos flicker: pixel texture (the VAE's grid, an object's inner
 shading) changes from frame to frame while the object moves. On the raw
 frames the flow of that flicker covered a third of the frame and diluted the
-motion (reports/world_motion.md, 2026-12-02 fourth session). So the frames are
+motion (reports/world_motion.md, measured 2026-12-02). So the frames are
 blurred (`BLUR_SIGMA`: flow of object-scale structure), a temporal median of 3
 frames removes one-frame flicker, and only flow above `MOVING_PX` counts; and
 two flow-free features follow the foreground (what differs from the video's
@@ -34,6 +34,25 @@ frame pair: dx in % of frame width, dy in % of frame height (+ = down).
 13 foreground_dy      same for y (% of height per frame)
 
 A static video has no moving pixels and gives the zero vector.
+
+A broken video must never pass for a motion, so the classifier has a reject
+class, `NONE`. Two pieces of evidence (`motion_evidence`) say whether a video
+moves the way a motion does at all, whatever its class:
+
+- sustained change: the share of 4-frame windows in which something visibly
+  changes. A motion lasts; a one-off event (the object vanishes after frame 0,
+  one jump then frozen) changes one window, flicker and fades none visibly.
+- explained change: how much of the frame-to-frame change the optical flow
+  explains (1 - warp residual / raw change). Moving content is explained by its
+  flow; noise, flicker and fades are not.
+
+`MotionClassifier.fit_clips` fits the thresholds on the training clips alone
+(`REJECT_MARGIN` below the lowest training value; per motion for explained
+change, since fast thin rain streaks are hard to track while a rigid glide is
+not), so a held-out clip of a motion passes and a broken one does not
+(tests/test_motion_score.py builds each kind of broken video). Known limit: a
+large object that slowly fades into the background is still called
+turn_to_smile (a face's small, slow changes) in about 1 video in 8.
 """
 from __future__ import annotations
 
@@ -52,6 +71,12 @@ BLUR_SIGMA = 3.0  # working-resolution pixels; 5 loses the held-out clips' small
 MOVING_PX = 1.0  # flow below this (working pixels per frame) is jitter, not motion
 FOREGROUND_LEVEL = 10  # grey levels away from the static background
 FOREGROUND_MIN = 0.005  # fraction of the frame: less is scattered flicker, not an object
+NONE = "none"  # the reject class: no motion of the kind the training clips show
+EVIDENCE: tuple[str, ...] = ("sustained_change", "explained_change")
+CHANGE_WINDOW = 4  # frames: a slow motion (a face turning) changes visibly over 4 frames, not over 1
+# Thresholds sit this far below the training clips' values: held-out content moves a little
+# differently (measured on the world's validation renders, see tests/test_motion_score.py).
+REJECT_MARGIN = {"sustained_change": 0.5, "explained_change": 0.8}
 
 
 def _grey(frames: np.ndarray) -> list[np.ndarray]:
@@ -123,8 +148,30 @@ def motion_descriptor(frames: np.ndarray) -> np.ndarray:
     ], np.float32)
 
 
-class MotionCentroids:
-    """Nearest-centroid motion classifier on standardised descriptors.
+def motion_evidence(frames: np.ndarray) -> np.ndarray:
+    """float32 [sustained change, explained change] (`EVIDENCE`) for uint8 RGB frames [f>=2, h, w, 3]."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
+        raise ValueError(f"need RGB frames [f>=2, h, w, 3], got shape {frames.shape}")
+    grey = _grey(frames.astype(np.uint8))
+    stack = np.stack(grey).astype(np.float32)
+    k = min(CHANGE_WINDOW, len(stack) - 1)
+    change = np.abs(stack[k:] - stack[:-k]).reshape(len(stack) - k, -1)
+    sustained = ((change > FOREGROUND_LEVEL).mean(1) >= FOREGROUND_MIN).mean()
+    h, w = grey[0].shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    residual = raw = 0.0
+    for a, b in zip(grey[:-1], grey[1:]):
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        back = cv2.remap(b, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        residual += float(np.abs(a.astype(np.float32) - back).sum())
+        raw += float(np.abs(a.astype(np.float32) - b).sum())
+    explained = 1 - residual / raw if raw > 0 else 0.0
+    return np.array([sustained, explained], np.float32)
+
+
+class MotionClassifier:
+    """Nearest-centroid motion classifier on standardised descriptors, with a reject class.
 
     Features are centred on the training mean and divided by their std over
     all training descriptors: large-valued features (speed) then do not drown
@@ -132,51 +179,122 @@ class MotionCentroids:
     clean training clips vary so little within a motion that a generated
     video's jitter moved its coherence and oscillation 5-6 of those stds and
     decided its class (reports/world_motion.md).
+
+    `classify(frames)` is the one scoring function (metrics stage, `lamp score`,
+    benchmarks): `NONE` for a video without motion evidence (module docstring),
+    else the nearest centroid's motion.
     """
 
-    def __init__(self, mean=None, std=None, centroids: dict[str, np.ndarray] | None = None):
+    def __init__(self, mean=None, std=None, centroids: dict[str, np.ndarray] | None = None,
+                 min_sustained: float = 0.0, min_explained: dict[str, float] | None = None):
         self.mean, self.std = mean, std
         self.centroids = centroids or {}
+        self.min_sustained = float(min_sustained)
+        self.min_explained = dict(min_explained or {})
 
-    def fit(self, descriptors_by_motion: dict[str, list[np.ndarray]]) -> "MotionCentroids":
+    @property
+    def motions(self) -> list[str]:
+        return list(self.centroids)
+
+    def fit_clips(self, clips_by_motion: dict[str, list[np.ndarray]]) -> "MotionClassifier":
+        """Fit centroids and reject thresholds on training clips (uint8 [f, h, w, 3] each)."""
+        if not clips_by_motion or any(len(c) == 0 for c in clips_by_motion.values()):
+            raise ValueError("fit_clips needs at least one clip for every motion")
+        descriptors = {m: [motion_descriptor(c) for c in clips] for m, clips in clips_by_motion.items()}
+        evidence = {m: np.stack([motion_evidence(c) for c in clips]) for m, clips in clips_by_motion.items()}
+        return self.fit(descriptors, evidence)
+
+    def fit(self, descriptors_by_motion: dict[str, list[np.ndarray]],
+            evidence_by_motion: dict[str, np.ndarray] | None = None) -> "MotionClassifier":
+        """Centroids from descriptors; reject thresholds from the same clips' `motion_evidence`
+        (without evidence, only a video with no moving pixel is rejected)."""
         if not descriptors_by_motion or any(len(d) == 0 for d in descriptors_by_motion.values()):
             raise ValueError("fit needs at least one descriptor for every motion")
         every = np.vstack([np.vstack(d) for d in descriptors_by_motion.values()]).astype(np.float64)
         self.mean, std = every.mean(0), every.std(0)
         self.std = np.where(std > 1e-8, std, 1.0)
         self.centroids = {m: self._z(np.vstack(d)).mean(0) for m, d in descriptors_by_motion.items()}
+        if evidence_by_motion is not None:
+            evidence = {m: np.asarray(e, np.float64).reshape(-1, len(EVIDENCE)) for m, e in evidence_by_motion.items()}
+            sustained = np.concatenate([e[:, 0] for e in evidence.values()])
+            # the 5th percentile: a few training clips show their motion only at the start (a face
+            # that has finished turning); the margin then keeps one-off events out
+            self.min_sustained = REJECT_MARGIN["sustained_change"] * float(np.percentile(sustained, 5))
+            # explained change of the clips that do show sustained change (on a nearly still clip
+            # the ratio is noise): the lowest, less the margin
+            self.min_explained = {}
+            for m, e in evidence.items():
+                moving = e[e[:, 0] >= self.min_sustained, 1]
+                self.min_explained[m] = REJECT_MARGIN["explained_change"] * float(moving.min()) if len(moving) else 0.0
         return self
 
     def _z(self, x) -> np.ndarray:
         if self.mean is None:
-            raise RuntimeError("MotionCentroids is not fitted")
+            raise RuntimeError("MotionClassifier is not fitted")
         return (np.asarray(x, np.float64) - self.mean) / self.std
 
     def predict(self, desc: np.ndarray) -> str:
+        """The nearest centroid's motion (no reject): for descriptors alone."""
         z = self._z(desc)
         return min(self.centroids, key=lambda m: np.sum((z - self.centroids[m]) ** 2))
 
+    def decide(self, desc: np.ndarray, evidence: np.ndarray) -> str:
+        """`NONE`, or the nearest centroid's motion when the evidence is that of a motion."""
+        if not np.any(desc) or evidence[0] < self.min_sustained:
+            return NONE
+        motion = self.predict(desc)
+        return motion if evidence[1] >= self.min_explained.get(motion, 0.0) else NONE
+
+    def classify(self, frames: np.ndarray) -> str:
+        """The motion a video shows (uint8 RGB [f>=2, h, w, 3]), or `NONE`."""
+        return self.decide(motion_descriptor(frames), motion_evidence(frames))
+
     def accuracy(self, labelled: list[tuple[np.ndarray, str]]) -> float:
-        """Fraction of (descriptor, true motion) pairs predicted right."""
+        """Fraction of (frames, true motion) pairs classified right (`NONE` is always wrong)."""
         if not labelled:
-            raise ValueError("accuracy needs at least one (descriptor, motion) pair")
-        return float(np.mean([self.predict(d) == m for d, m in labelled]))
+            raise ValueError("accuracy needs at least one (frames, motion) pair")
+        return float(np.mean([self.classify(f) == m for f, m in labelled]))
 
     def to_json(self) -> str:
         return json.dumps({
             "features": list(FEATURES),
+            "evidence": list(EVIDENCE),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
             "centroids": {m: c.tolist() for m, c in self.centroids.items()},
+            "min_sustained": self.min_sustained,
+            "min_explained": self.min_explained,
         })
 
     @classmethod
-    def from_json(cls, text: str) -> "MotionCentroids":
+    def from_json(cls, text: str) -> "MotionClassifier":
         data = json.loads(text)
-        if data.get("features") != list(FEATURES):
-            raise ValueError("saved centroids use a different descriptor; refit them")
+        if data.get("features") != list(FEATURES) or data.get("evidence") != list(EVIDENCE):
+            raise ValueError("saved motion classifier uses a different descriptor; refit it (rerun the metrics stage)")
         return cls(np.array(data["mean"]), np.array(data["std"]),
-                   {m: np.array(c) for m, c in data["centroids"].items()})
+                   {m: np.array(c) for m, c in data["centroids"].items()},
+                   data["min_sustained"], data["min_explained"])
+
+
+def confusion_matrix(true: list[str], predicted: list[str], motions: list[str]) -> dict:
+    """Counts[true][predicted] over `motions` + `NONE`, with per-motion precision and recall.
+
+    recall = right / videos of that motion; precision = right / videos predicted as it
+    (None when nothing was predicted as it); none_share = share of videos rejected.
+    """
+    labels = [*motions, NONE]
+    counts = {t: {p: 0 for p in labels} for t in motions}
+    for t, p in zip(true, predicted, strict=True):
+        counts[t][p if p in labels else NONE] += 1
+    per_motion = {}
+    for m in motions:
+        right = counts[m][m]
+        shown = sum(counts[m].values())
+        called = sum(counts[t][m] for t in motions)
+        per_motion[m] = {"recall": right / shown if shown else None,
+                         "precision": right / called if called else None}
+    return {"labels": labels, "counts": counts, "per_motion": per_motion,
+            "none_share": sum(counts[t][NONE] for t in motions) / max(1, len(true))}
 
 
 def first_frame_fidelity(generated_frame0: np.ndarray, reference_frame0: np.ndarray) -> float:

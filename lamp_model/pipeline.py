@@ -6,6 +6,11 @@
 3. DDIM with classifier-free guidance; the UNet sees all frames, the scheduler
    updates frames >= 1 only, and frame 0 stays exactly z0 at every step.
 4. AdaIN on latents, decode, histogram matching in pixels (each switchable).
+
+Without a first frame (`first_frame=None`: the ablation "no first-frame
+conditioning", for a model tuned without it) every frame starts from its own
+noise and is denoised from the prompt alone; post-processing then matches the
+frames to the generated frame 0.
 """
 from __future__ import annotations
 
@@ -105,7 +110,7 @@ class LampPipeline(DiffusionPipeline):
         return alpha * noise[:, :, :1] + (1 - alpha) * noise
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], first_frame: np.ndarray | list[np.ndarray], *,
+    def __call__(self, prompt: str | list[str], first_frame: np.ndarray | list[np.ndarray] | None, *,
                  num_frames: int = 16, height: int = 320, width: int = 512, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, alpha: float = 0.2, adain: bool = True,
                  histogram_matching: bool = True, negative_prompt: str = "",
@@ -116,7 +121,8 @@ class LampPipeline(DiffusionPipeline):
         """Generate `num_frames` frames per prompt whose frame 0 is `first_frame`.
 
         first_frame: uint8 image [h,w,3] (one per prompt, or one for all), any size: it is
-            scaled to cover HxW and centre-cropped (no distortion).
+            scaled to cover HxW and centre-cropped (no distortion). None: no first frame
+            (no pinned frame 0, no shared-noise mixing; all frames from noise and the prompt).
         generator: one for the batch, or one per prompt (each video then depends on its own only).
         latents: optional initial noise [b,c,f,h,w] (e.g. from DDIM inversion); then no
             shared-noise mixing is applied.
@@ -124,26 +130,30 @@ class LampPipeline(DiffusionPipeline):
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         b = len(prompts)
-        firsts = [first_frame] if isinstance(first_frame, np.ndarray) and first_frame.ndim == 3 else first_frame
-        if len(firsts) == 1 and b > 1:
-            firsts = firsts * b
-        if len(firsts) != b:
-            raise ValueError(f"got {len(firsts)} first frames for {b} prompts")
         if height % self.vae_scale or width % self.vae_scale:
             raise ValueError(f"height and width must be multiples of {self.vae_scale}, got {height}x{width}")
-        firsts = np.stack([fit_frames(f[None], height, width)[0] for f in firsts])
-        z0 = self.encode_frames(firsts)[:, :, None]  # [b,c,1,h,w]
+        pinned = first_frame is not None
+        if pinned:
+            firsts = [first_frame] if isinstance(first_frame, np.ndarray) and first_frame.ndim == 3 else first_frame
+            if len(firsts) == 1 and b > 1:
+                firsts = firsts * b
+            if len(firsts) != b:
+                raise ValueError(f"got {len(firsts)} first frames for {b} prompts")
+            firsts = np.stack([fit_frames(f[None], height, width)[0] for f in firsts])
+            z0 = self.encode_frames(firsts)[:, :, None]  # [b,c,1,h,w]
 
         text = self.encode_prompt(prompts)
         do_cfg = guidance_scale > 1.0
         if do_cfg:
             text = torch.cat([self.encode_prompt([negative_prompt] * b), text])
 
-        shape = (b, z0.shape[1], num_frames, height // self.vae_scale, width // self.vae_scale)
-        if latents is None:
-            latents = self.shared_noise(shape, alpha, generator) * self.scheduler.init_noise_sigma
-        latents = latents.to(self.device, z0.dtype)
-        latents = torch.cat([z0, latents[:, :, 1:]], dim=2)
+        shape = (b, self.vae.config.latent_channels, num_frames, height // self.vae_scale, width // self.vae_scale)
+        if latents is None:  # the shared-noise term is tied to the given frame 0: none without one
+            latents = self.shared_noise(shape, alpha if pinned else 0.0, generator) * self.scheduler.init_noise_sigma
+        latents = latents.to(self.device, self.vae.dtype)
+        first = 1 if pinned else 0  # the frames the scheduler moves start here
+        if pinned:
+            latents = torch.cat([z0, latents[:, :, 1:]], dim=2)
 
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         for i, t in enumerate(tqdm(self.scheduler.timesteps, desc="sample", leave=False, disable=not progress)):
@@ -153,8 +163,8 @@ class LampPipeline(DiffusionPipeline):
             if do_cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + guidance_scale * (cond - uncond)
-            moved = self.scheduler.step(eps[:, :, 1:], t, latents[:, :, 1:]).prev_sample
-            latents = torch.cat([z0, moved], dim=2)
+            moved = self.scheduler.step(eps[:, :, first:], t, latents[:, :, first:]).prev_sample
+            latents = torch.cat([z0, moved], dim=2) if pinned else moved
             if callback is not None:
                 callback(i, latents)
 

@@ -4,9 +4,10 @@ Pretrained weights cannot be downloaded here, so the default pipeline learns
 and scores motions in this world instead: every paper motion has a synthetic
 analogue whose optical flow has its own signature (direction, speed, spatial
 spread, divergence, periodicity), while the content (shape, colour, size,
-background) varies independently of the motion. Eval prompts use content
-combinations never seen with that motion in training, which is what LAMP's
-"generation freedom" claim is about.
+background) varies independently of the motion. Validation and test prompts
+show looks never seen with that motion in training, from random draws no
+training video uses (see "splits"), which is what LAMP's "generation freedom"
+claim is about.
 
 Frames are uint8 RGB arrays [f, h, w, 3]. Shapes are drawn on a 2x canvas and
 box-downsampled, so motion is sub-pixel smooth (good for optical flow) at the
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .io import atomic_write
 
 MOTIONS: tuple[str, ...] = (
     "helicopter",
@@ -296,8 +299,12 @@ def _firework(rng, c: Content, H, W) -> Drawer:
             r = v * (t + 1)
             x, y = cx + r * np.cos(a), cy + r * np.sin(a)
             tail = max(0.0, r - 2.5 * v)
-            d.line([(cx + tail * np.cos(a), cy + tail * np.sin(a)), (x, y)], fill=fill,
-                   width=max(1, round(pr)))
+            trail = [(cx + tail * np.cos(a), cy + tail * np.sin(a)), (x, y)]
+            # a dark rim as wide as rain's: a red or green spark on a mid-grey background
+            # has no luminance contrast of its own, and flow runs on grey
+            d.line(trail, fill=_outline(fill), width=max(1, round(pr)) + 2)
+            _draw_shape(d, "circle", x, y, pr + 1, _outline(fill))
+            d.line(trail, fill=fill, width=max(1, round(pr)))
             _draw_shape(d, "circle", x, y, pr, fill)
 
     return draw
@@ -407,13 +414,20 @@ _RENDERERS: dict[str, Callable[..., Drawer]] = {
 
 
 def render_video(
-    motion: str, content: Content, *, frames: int = 16, height: int = 64, width: int = 96, seed: int = 0
+    motion: str, content: Content, *, frames: int = 16, height: int = 64, width: int = 96, seed: int = 0,
+    split: str = "train",
 ) -> np.ndarray:
-    """uint8 [frames, height, width, 3]; the seed picks start, speed and phase."""
+    """uint8 [frames, height, width, 3]; (seed, motion, split) pick start, speed and phase.
+
+    The split is part of the seed: no validation or test render shares a random draw with
+    a training video (see "splits" below).
+    """
     _check_motion(motion)
     if frames < 1 or height < 8 or width < 8:
         raise ValueError(f"need frames >= 1 and a size of at least 8x8, got {frames}x{height}x{width}")
-    rng = np.random.default_rng([seed, MOTIONS.index(motion)])
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    rng = np.random.default_rng([seed, MOTIONS.index(motion), SPLITS.index(split)])
     H, W = 2 * height, 2 * width
     bg = Image.fromarray(_background(content.background, H, W, rng)).convert("RGBA")
     draw = _RENDERERS[motion](rng, content, H, W)
@@ -426,59 +440,90 @@ def render_video(
     return out
 
 
-def render_first_frame(prompt: str, *, height: int = 64, width: int = 96, seed: int = 0) -> np.ndarray:
+def render_first_frame(prompt: str, *, height: int = 64, width: int = 96, seed: int = 0,
+                       split: str = "test") -> np.ndarray:
     """The world's SD-XL: frame 0 of a video of the content the prompt names
-    (motion from its words, helicopter's plain object when none)."""
+    (motion from its words, helicopter's plain object when none), drawn from the
+    test split's random draws (split="validation" when choosing settings)."""
     motion = parse_motion(prompt) or "helicopter"
-    return render_video(motion, parse_caption(prompt), frames=1, height=height, width=width, seed=seed)[0]
+    return render_video(motion, parse_caption(prompt), frames=1, height=height, width=width, seed=seed,
+                        split=split)[0]
 
 
 # ---------------------------------------------------------------- splits
+#
+# Three disjoint sets per motion, so that a reported figure is held out in what the
+# model can see, not only in its caption:
+#   train       the videos LAMP is tuned on (and the world's base model is trained on),
+#   validation  prompts + first frames for every choice of settings (benchmarks/world_motion.py),
+#   test        the 48 prompts + first frames that are reported (`make run`), never tuned on.
+# (a) Content: a motion's visible look is split, not its caption. Renderers that draw the
+#     shape are split on (shape, colour, size, background); rain, waterfall and firework draw
+#     no shape, so they are split on (colour, size, background) and a held-out item can never
+#     look like a training video that differs only in an undrawn word.
+# (b) Random draws: `render_video`'s generator is seeded with (seed, motion, split), so a
+#     test or validation first frame never shares start position, speed, phase or particle
+#     layout with a training video, whatever seeds the two use.
 
-def _held_out(motion: str, shape: str, colour: str, background: str) -> bool:
-    """One fifth of the (shape, colour, background) combinations per motion.
-
-    For any two attributes fixed, exactly one value of the third is held out,
-    so every single attribute is seen in training; only its combination with
-    the others (and with this motion) is new at evaluation.
-    """
-    key = SHAPES.index(shape) + 2 * list(COLOURS).index(colour) + 3 * BACKGROUNDS.index(background)
-    return (key + MOTIONS.index(motion)) % 5 == 0
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+SHAPELESS: frozenset[str] = frozenset({"rain", "waterfall", "firework"})
 
 
-def _pool(motion: str, held_out: bool) -> list[tuple[str, str, str]]:
+def visible_content(motion: str, content: Content) -> tuple[str, ...]:
+    """The attributes of `content` that the motion's renderer actually draws."""
     _check_motion(motion)
-    return [
-        (s, c, b)
-        for s in SHAPES
-        for c in COLOURS
-        for b in BACKGROUNDS
-        if _held_out(motion, s, c, b) == held_out
-    ]
+    seen = (content.colour, content.size, content.background)
+    return seen if motion in SHAPELESS else (content.shape, *seen)
 
 
-def _sample(motion: str, n: int, seed: int, held_out: bool) -> list[Content]:
-    pool = _pool(motion, held_out)
+def split_of(motion: str, content: Content) -> str:
+    """Which set a (motion, content) pair belongs to: one fifth test, one fifth validation.
+
+    A linear key over the visible attributes' indices: with all but one attribute fixed,
+    the held-out value of the remaining one changes with the others, so every single
+    attribute value is seen in training; only its combination (with this motion) is new.
+    """
+    _check_motion(motion)
+    key = (2 * list(COLOURS).index(content.colour) + 3 * BACKGROUNDS.index(content.background)
+           + 4 * SIZES.index(content.size) + MOTIONS.index(motion))
+    if motion not in SHAPELESS:
+        key += SHAPES.index(content.shape)
+    return {0: "test", 1: "validation"}.get(key % 5, "train")
+
+
+def _pool(motion: str, split: str) -> list[Content]:
+    """Every content of `split` for `motion`, one per distinct visible look."""
+    _check_motion(motion)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    shapes = ("circle",) if motion in SHAPELESS else SHAPES  # the shape of a shapeless motion: drawn below
+    return [Content(s, c, z, b) for s in shapes for c in COLOURS for z in SIZES for b in BACKGROUNDS
+            if split_of(motion, Content(s, c, z, b)) == split]
+
+
+def contents(motion: str, split: str, n: int, seed: int = 0) -> list[Content]:
+    """n distinct contents of `split` for `motion` (distinct in what is drawn), seeded."""
+    pool = _pool(motion, split)
     if not 0 <= n <= len(pool):
-        raise ValueError(f"n={n}: {motion} has {len(pool)} {'eval' if held_out else 'training'} combinations")
-    rng = np.random.default_rng([seed, MOTIONS.index(motion), int(held_out)])
-    picks = rng.choice(len(pool), n, replace=False)
-    return [Content(*pool[i][:2], size=str(rng.choice(SIZES)), background=pool[i][2]) for i in picks]
+        raise ValueError(f"n={n}: {motion} has {len(pool)} distinct {split} contents")
+    rng = np.random.default_rng([seed, MOTIONS.index(motion), SPLITS.index(split)])
+    picks = [pool[i] for i in rng.choice(len(pool), n, replace=False)]
+    if motion in SHAPELESS:  # the shape is only a word of the caption: any shape
+        picks = [Content(str(rng.choice(SHAPES)), c.colour, c.size, c.background) for c in picks]
+    return picks
 
 
 def training_contents(motion: str, n: int, seed: int = 0) -> list[Content]:
-    """n distinct training combinations for `motion` (never an eval one)."""
-    return _sample(motion, n, seed, held_out=False)
+    """n distinct training contents for `motion` (never a validation or test look)."""
+    return contents(motion, "train", n, seed)
 
 
-def eval_contents(motion: str, n: int = 6, seed: int = 0) -> list[Content]:
-    """n distinct held-out combinations: never seen with `motion` in training."""
-    return _sample(motion, n, seed, held_out=True)
-
-
-def eval_prompts(seed: int = 0) -> list[tuple[str, str]]:
-    """48 (motion, prompt) rows, 6 per motion, like the paper's eval set."""
-    return [(m, c.caption(m)) for m in MOTIONS for c in eval_contents(m, 6, seed)]
+def eval_prompts(seed: int = 0, split: str = "test") -> list[tuple[str, str]]:
+    """48 (motion, prompt) rows, 6 per motion like the paper's eval set: the test set,
+    or the validation set with split="validation"."""
+    if split not in ("validation", "test"):
+        raise ValueError(f"eval prompts come from the validation or test split, not {split!r}")
+    return [(m, c.caption(m)) for m in MOTIONS for c in contents(m, split, 6, seed)]
 
 
 def make_dataset(
@@ -506,12 +551,13 @@ def make_dataset(
         captions = []
         for i, content in enumerate(training_contents(motion, videos_per_motion, seed)):
             name, video_seed = f"{i:02d}.mp4", seed * 1000 + i
-            video = render_video(motion, content, frames=frames, height=height, width=width, seed=video_seed)
+            video = render_video(motion, content, frames=frames, height=height, width=width, seed=video_seed,
+                                 split="train")
             write_video(video, folder / name)
             caption = content.caption(motion)
             captions.append((name, caption))
             rows.append({"motion": motion, "file": f"{motion}/{name}", "caption": caption,
                          "seed": video_seed, **asdict(content)})
-        with open(folder / "captions.csv", "w", newline="") as f:
+        with atomic_write(folder / "captions.csv") as tmp, open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([("file", "caption"), *captions])
     return rows

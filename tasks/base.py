@@ -34,7 +34,7 @@ from tasks.common import Layout, StageError, model_source, stage_main
 
 log = logging.getLogger("lamp")
 
-SAMPLES_PER_MOTION = 4  # sample sheet: 2 training captions + 2 held-out eval prompts per motion
+SAMPLES_PER_MOTION = 4  # sample sheet: 2 training captions + 2 held-out validation prompts per motion
 
 
 def _is_under(root: Path, name: str, folder: Path) -> bool:
@@ -173,12 +173,12 @@ def _vae_psnr(comps, images: np.ndarray) -> float:
 
 
 def _sample_sheet(comps, params: Params, by_motion: dict[str, list[str]]) -> tuple[np.ndarray, list[dict]]:
-    """One row per motion: base-model images for 2 training captions and 2 held-out eval prompts."""
+    """One row per motion: base-model images for 2 training captions and 2 held-out validation prompts."""
     pipe = comps.pipeline()
     pipe.set_progress_bar_config(disable=True)
     rows, labels, prompts_used = [], [], []
     for motion, captions in tqdm(by_motion.items(), desc="base: samples", leave=False):
-        held_out = [c.caption(motion) for c in world.eval_contents(motion, 2, params.world.seed)] \
+        held_out = [c.caption(motion) for c in world.contents(motion, "validation", 2, params.world.seed)] \
             if motion in world.MOTIONS else []
         prompts = (captions[:SAMPLES_PER_MOTION - len(held_out)] + held_out)[:SAMPLES_PER_MOTION]
         images = []

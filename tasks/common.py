@@ -78,7 +78,13 @@ class Layout:
 
     @property
     def world_eval_prompts(self) -> Path:
+        """The world's test prompts: reported by `make run`, never used to choose a setting."""
         return self.root / "data/prompts/world_eval.csv"
+
+    @property
+    def world_validation_prompts(self) -> Path:
+        """The world's validation prompts: for choosing settings (benchmarks/world_motion.py)."""
+        return self.root / "data/prompts/world_validation.csv"
 
     # -- per-motion data (stages `extract`, `cache`) --------------------------------------
     def clips(self, motion: str) -> Path:
@@ -182,6 +188,8 @@ def read_generated(layout: Layout, motion: str) -> list[dict]:
         raise StageError(f"{folder}: index.csv lists no generated videos; run the `generate` stage for {motion}")
     for line, row in enumerate(rows, start=2):
         for column in ("mp4", "first_frame"):
+            if column == "first_frame" and not row[column]:
+                continue  # sampled without a first frame (ablation: no first-frame conditioning)
             if not (folder / row[column]).is_file():
                 raise StageError(f"{index}:{line}: {column} file {folder / row[column]} not found; "
                                  f"rerun the `generate` stage for {motion}")

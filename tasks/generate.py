@@ -2,7 +2,10 @@
 
 For each prompt and seed: a first frame (model.first_frame: the world's renderer,
 the base model, SD-XL, or a user image), then LampPipeline (shared noise, DDIM
-with frame 0 pinned, AdaIN + histogram matching). Writes
+with frame 0 pinned, AdaIN + histogram matching). A model tuned without
+first-frame conditioning (train.first_frame_conditioning: false, the ablation) is
+sampled without a first frame too: every frame from noise and the prompt, and
+index.csv's first_frame column is empty (no first-frame fidelity). Writes
 outputs/videos/<motion>/<prompt_index:02d>_s<seed>.{mp4,gif,png}, index.csv
 (GENERATED_COLUMNS) and contact_sheet.png. `untuned=True` skips the tuned
 weights: the inflated base UNet as is, the baseline the motion scores compare to.
@@ -77,7 +80,8 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     dtype = resolve_dtype(params.model.dtype) if device.type == "cuda" else torch.float32  # no fp16 on CPU
     source = model_source(layout.root, params.model.base)
     comps = load_sd_components(source, device, dtype)
-    firsts = first_frames(params, layout.root, comps, prompts, device, image)
+    conditioned = params.train.first_frame_conditioning
+    firsts = first_frames(params, layout.root, comps, prompts, device, image) if conditioned else None
 
     unet = LampUNet.from_unet2d(comps.unet, **params.lamp.model_dump())
     weights = layout.motion_model(motion) / "motion.safetensors"
@@ -101,7 +105,8 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     batches = [jobs[k:k + s.batch_size] for k in range(0, len(jobs), s.batch_size)]
     for batch in tqdm(batches, desc=f"generate {motion}", unit="batch"):
         # One generator per video: a video is the same whether generated alone or in a batch.
-        frames_batch = pipe([p for _, p, _ in batch], [firsts[(i, seed)] for i, _, seed in batch],
+        frames_batch = pipe([p for _, p, _ in batch],
+                            [firsts[(i, seed)] for i, _, seed in batch] if conditioned else None,
                             num_frames=c.frames, height=c.height, width=c.width,
                             num_inference_steps=s.ddim_steps, guidance_scale=s.guidance_scale, alpha=s.alpha,
                             adain=s.adain, histogram_matching=s.histogram_matching,
@@ -111,10 +116,11 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
             stem = f"{i:02d}_s{seed}"
             write_mp4(frames, out / f"{stem}.mp4", fps=s.fps)
             write_gif(frames, out / f"{stem}.gif", fps=s.fps)
-            with atomic_write(out / f"{stem}.png") as tmp:
-                Image.fromarray(firsts[(i, seed)]).save(tmp)
+            if conditioned:
+                with atomic_write(out / f"{stem}.png") as tmp:
+                    Image.fromarray(firsts[(i, seed)]).save(tmp)
             rows.append({"prompt_index": i, "seed": seed, "prompt": prompt, "mp4": f"{stem}.mp4",
-                         "gif": f"{stem}.gif", "first_frame": f"{stem}.png"})
+                         "gif": f"{stem}.gif", "first_frame": f"{stem}.png" if conditioned else ""})
             videos.append(frames)
             labels.append(f"{i:02d} s{seed}: {prompt}")
     seconds = time.perf_counter() - t0
@@ -127,7 +133,8 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     with atomic_write(out / "contact_sheet.png") as tmp:
         Image.fromarray(make_contact_sheet(videos, labels)).save(tmp)
     log.info("generate %s: wrote %d videos to %s (%.1f s per video)", motion, len(rows), out, seconds / len(rows))
-    return {"motion": motion, "untuned": untuned, "videos": len(rows), "first_frame": params.model.first_frame,
+    return {"motion": motion, "untuned": untuned, "videos": len(rows),
+            "first_frame": params.model.first_frame if conditioned else "none (ablation)",
             "outputs": [str(out / r["mp4"]) for r in rows] + [str(out / "index.csv"), str(out / "contact_sheet.png")],
             "metrics": {"seconds_per_video": seconds / len(rows)},
             "artifacts": [str(out / "contact_sheet.png")] + [str(out / r["gif"]) for r in rows[:2]]}

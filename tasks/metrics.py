@@ -4,8 +4,11 @@ Reads each motion's `outputs/videos/<motion>/index.csv` (stage `generate`) and
 the training clips of every motion (`data/clips/<motion>/clips.safetensors`,
 stage `extract`). Writes, under `reports/`:
 
-- metrics.json: the DVC metrics file, {"overall": {...}, "per_motion": {motion: {...}}}
-  with alignment, consistency, diversity, motion_accuracy, first_frame_fidelity, n_videos.
+- metrics.json: the DVC metrics file, {"overall": {...}, "per_motion": {motion: {...}},
+  "confusion": {...}} with alignment, consistency, diversity, motion_accuracy,
+  first_frame_fidelity, n_videos; per motion also motion_precision and motion_recall
+  (= motion_accuracy of that motion's videos), overall motion_none_share.
+- confusion.json: {"labels": [motions..., "none"], "counts": {true: {predicted: n}}}.
   `diversity` is the paper's sense: diversity among one motion's videos (per motion),
   and overall the mean of the per-motion values; `diversity_all_videos` (all pairs
   across motions) is given beside it. Values are rounded to 4 decimals so a rerun
@@ -13,14 +16,15 @@ stage `extract`). Writes, under `reports/`:
 - per_video.csv: one row per video (PER_VIDEO_COLUMNS).
 - motion_centroids.json: the motion classifier fit on the training clips.
 
-Motion accuracy: a nearest-centroid classifier on optical-flow descriptors, fit
-on the training clips of all motions in params (chance = 1 / number of motions).
-A video with no moving pixels at all is predicted STATIC and never counts as
-correct: the zero descriptor would otherwise land on whichever centroid
-happens to be nearest the origin.
+Motion accuracy: `lamp_model.motion_score.MotionClassifier` (nearest centroid on
+optical-flow descriptors, with the reject class `none`), fit on the training
+clips of all motions in params (chance = 1 / number of motions). A video without
+the evidence of a motion (static, flicker, vanishing or frozen content, noise)
+is classified `none` and never counts as correct. The confusion matrix over the
+motions + `none` goes to metrics.json ("confusion") for the report.
 
 `score_videos` is the per-video scoring, usable on any list of videos (a CLI
-`lamp score` calls it with `load_scorer` and centroids from motion_centroids.json).
+`lamp score` calls it with `load_scorer` and the classifier from motion_centroids.json).
 """
 from __future__ import annotations
 
@@ -40,13 +44,12 @@ from tqdm import tqdm
 from lamp_model.config import Params
 from lamp_model.io import atomic_write
 from lamp_model.metrics import ClipScorer
-from lamp_model.motion_score import MotionCentroids, first_frame_fidelity, motion_descriptor
+from lamp_model.motion_score import NONE, MotionClassifier, confusion_matrix, first_frame_fidelity
 from lamp_model.video import read_video
 from tasks.common import METRIC_KEYS, Layout, StageError, read_generated, stage_main
 
 log = logging.getLogger("lamp")
 
-STATIC = "static"  # predicted motion of a video in which nothing moves
 PER_VIDEO_COLUMNS = ("motion", "prompt_index", "seed", "prompt", "alignment", "consistency",
                      "predicted_motion", "motion_correct", "first_frame_fidelity", "mp4")
 DECIMALS = 4
@@ -100,12 +103,10 @@ def load_clips(layout: Layout, motion: str) -> np.ndarray:
     return clips
 
 
-def fit_centroids(params: Params, layout: Layout) -> MotionCentroids:
-    """Nearest-centroid motion classifier on the descriptors of every training clip of every motion."""
-    descriptors = {}
-    for motion in tqdm(params.motions, desc="motion descriptors (training clips)", leave=False):
-        descriptors[motion] = [motion_descriptor(clip) for clip in load_clips(layout, motion)]
-    return MotionCentroids().fit(descriptors)
+def fit_classifier(params: Params, layout: Layout) -> MotionClassifier:
+    """The motion classifier (centroids + reject thresholds) fit on every training clip of every motion."""
+    clips = {m: list(load_clips(layout, m)) for m in tqdm(params.motions, desc="training clips", leave=False)}
+    return MotionClassifier().fit_clips(clips)
 
 
 # ------------------------------------------------------------------ scoring
@@ -121,12 +122,13 @@ def _mean(values) -> float:
 
 
 def score_videos(videos: list[VideoToScore], scorer: ClipScorer,
-                 centroids: MotionCentroids | None = None) -> tuple[list[dict], dict, dict]:
+                 classifier: MotionClassifier | None = None) -> tuple[list[dict], dict, dict]:
     """Score videos; returns (rows, per_motion, overall) like ClipScorer.score_set, plus the motion scores.
 
     rows: motion, prompt, alignment, consistency, predicted_motion, motion_correct,
-    first_frame_fidelity (NaN without a first frame). Without centroids the motion
-    columns are None and no motion_accuracy is given.
+    first_frame_fidelity (NaN without a first frame). Without a classifier the motion
+    columns are None and no motion_accuracy is given; with one, overall["confusion"]
+    is `confusion_matrix` over the classifier's motions.
     """
     if not videos:
         raise ValueError("score_videos needs at least one video")
@@ -134,9 +136,8 @@ def score_videos(videos: list[VideoToScore], scorer: ClipScorer,
     for v in tqdm(videos, desc="reading + motion scores", leave=False):
         frames, _ = read_video(v.mp4)
         predicted = None
-        if centroids is not None:
-            desc = motion_descriptor(frames)
-            predicted = centroids.predict(desc) if np.any(desc) else STATIC
+        if classifier is not None:
+            predicted = classifier.classify(frames)
         fidelity = (first_frame_fidelity(frames[0], _read_rgb(v.first_frame))
                     if v.first_frame is not None else math.nan)
         decoded.append((frames, v.prompt, v.motion))
@@ -149,7 +150,7 @@ def score_videos(videos: list[VideoToScore], scorer: ClipScorer,
 
     def motion_scores(rs) -> dict:
         out = {"first_frame_fidelity": _mean([r["first_frame_fidelity"] for r in rs])}
-        if centroids is not None:
+        if classifier is not None:
             out["motion_accuracy"] = float(np.mean([r["motion_correct"] for r in rs]))
         return out
 
@@ -157,8 +158,16 @@ def score_videos(videos: list[VideoToScore], scorer: ClipScorer,
         summary.update(motion_scores([r for r in rows if r["motion"] == motion]))
     overall.update(motion_scores(rows))
     overall["diversity"] = overall["diversity_mean_per_motion"]  # the paper's sense: within a prompt set
-    if centroids is not None:
-        overall["motion_chance"] = 1 / len(centroids.centroids)
+    if classifier is not None:
+        overall["motion_chance"] = 1 / len(classifier.motions)
+        known = [r for r in rows if r["motion"] in classifier.motions]
+        confusion = confusion_matrix([r["motion"] for r in known], [r["predicted_motion"] for r in known],
+                                     classifier.motions)
+        overall["confusion"] = confusion
+        overall["motion_none_share"] = float(np.mean([r["predicted_motion"] == NONE for r in rows]))
+        for motion, summary in per_motion.items():
+            pr = confusion["per_motion"].get(motion, {})
+            summary.update({"motion_precision": pr.get("precision"), "motion_recall": pr.get("recall")})
     return rows, per_motion, overall
 
 
@@ -183,20 +192,24 @@ def run(params: Params, root: Path, run_dir: str = "") -> dict:
     """Score the generated videos of every motion; write metrics.json, per_video.csv, motion_centroids.json."""
     layout = Layout(Path(root), run_dir)
     generated = {m: read_generated(layout, m) for m in params.motions}  # fail fast, before the CLIP loads
-    centroids = fit_centroids(params, layout)
+    classifier = fit_classifier(params, layout)
     scorer = load_scorer(params, layout.root)
     videos, meta = [], []
     for motion, rows in generated.items():
         folder = layout.generated(motion)
         for row in rows:
-            videos.append(VideoToScore(folder / row["mp4"], row["prompt"], motion, folder / row["first_frame"]))
+            first = folder / row["first_frame"] if row["first_frame"] else None  # none: nothing to be faithful to
+            videos.append(VideoToScore(folder / row["mp4"], row["prompt"], motion, first))
             meta.append({"prompt_index": row["prompt_index"], "seed": row["seed"],
                          "mp4": os.path.relpath(folder / row["mp4"], layout.out).replace(os.sep, "/")})
-    rows, per_motion, overall = score_videos(videos, scorer, centroids)
+    rows, per_motion, overall = score_videos(videos, scorer, classifier)
 
-    overall_keys = ("n_videos", *METRIC_KEYS, "diversity_all_videos", "diversity_mean_per_motion", "motion_chance")
+    overall_keys = ("n_videos", *METRIC_KEYS, "diversity_all_videos", "diversity_mean_per_motion", "motion_chance",
+                    "motion_none_share")
+    per_motion_keys = ("n_videos", *METRIC_KEYS, "motion_precision", "motion_recall")
     metrics = {"overall": _summary(overall, overall_keys),
-               "per_motion": {m: _summary(per_motion[m], ("n_videos", *METRIC_KEYS)) for m in params.motions}}
+               "per_motion": {m: _summary(per_motion[m], per_motion_keys) for m in params.motions}}
+    confusion = {k: overall["confusion"][k] for k in ("labels", "counts")}
     reports = layout.reports
     with atomic_write(reports / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -206,15 +219,17 @@ def run(params: Params, root: Path, run_dir: str = "") -> dict:
             writer.writeheader()
             for row, m in zip(rows, meta):
                 writer.writerow({k: _clean(v) for k, v in {**row, **m}.items() if k in PER_VIDEO_COLUMNS})
+    with atomic_write(reports / "confusion.json") as tmp:
+        tmp.write_text(json.dumps(confusion, indent=2) + "\n")
     with atomic_write(reports / "motion_centroids.json") as tmp:
-        tmp.write_text(centroids.to_json() + "\n")
+        tmp.write_text(classifier.to_json() + "\n")
 
-    flat = {k: v for k, v in metrics["overall"].items() if v is not None}
+    flat = {k: v for k, v in metrics["overall"].items() if v is not None}  # MLflow: numbers only
     flat.update({f"{m}/{k}": v for m, s in metrics["per_motion"].items() for k, v in s.items() if v is not None})
     log.info("scored %d videos: alignment %.2f, consistency %.2f, diversity %.2f, motion accuracy %.2f",
              overall["n_videos"], overall["alignment"], overall["consistency"], overall["diversity"],
              overall["motion_accuracy"])
-    outputs = [str(reports / n) for n in ("metrics.json", "per_video.csv", "motion_centroids.json")]
+    outputs = [str(reports / n) for n in ("metrics.json", "per_video.csv", "confusion.json", "motion_centroids.json")]
     return {"outputs": outputs, "metrics": flat, "artifacts": outputs[:2], "n_videos": overall["n_videos"],
             "clip_model": params.metrics.clip_model}
 

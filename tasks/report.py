@@ -3,7 +3,8 @@
 Writes, under `reports/`:
 - summary.md: a Table-1-style table (this run beside the paper's published numbers,
   labelled with the CLIP used and the diversity variant) and a per-motion table.
-- plots/<metric>.png: one bar chart per metric, a bar per motion.
+- plots/<metric>.png: one bar chart per metric, a bar per motion; plots/confusion.png:
+  the motion classifier's confusion matrix (true motion x predicted motion or `none`).
 - gallery.html: every generated gif with its prompt and scores, grouped by motion,
   plus each motion's contact sheet; relative links, no scripts or CDN, so it opens
   offline straight from the folder.
@@ -66,13 +67,17 @@ def _clip_description(params: Params, root: Path) -> tuple[str, bool]:
 
 def _read_inputs(layout: Layout) -> tuple[dict, list[dict]]:
     reports = layout.reports
-    paths = [reports / "metrics.json", reports / "per_video.csv"]
+    paths = [reports / "metrics.json", reports / "per_video.csv", reports / "confusion.json"]
     for p in paths:
         if not p.is_file():
             raise StageError(f"{p}: not found; run the `metrics` stage first")
     metrics = json.loads(paths[0].read_text())
     if not {"overall", "per_motion"} <= set(metrics):
         raise StageError(f"{paths[0]}: needs the keys overall and per_motion; rerun the `metrics` stage")
+    confusion = json.loads(paths[2].read_text())
+    if not {"labels", "counts"} <= set(confusion):
+        raise StageError(f"{paths[2]}: needs the keys labels and counts; rerun the `metrics` stage")
+    metrics["confusion"] = confusion
     with open(paths[1], newline="") as f:
         rows = list(csv.DictReader(f))
     return metrics, rows
@@ -139,24 +144,29 @@ def summary_markdown(params: Params, layout: Layout, metrics: dict,
         "",
         "## Per motion",
         "",
-        "Motion accuracy: share of videos whose optical-flow motion descriptor is nearest to the centroid "
-        f"of their own motion's training clips (chance = {_fmt(chance, percent=True)}%; a video in which "
-        "nothing moves counts as wrong). First-frame fidelity: 100 * (1 - mean |frame 0 - given first "
-        "frame| / 255).",
+        "Motion accuracy (= recall): share of a motion's videos that the optical-flow motion classifier "
+        f"assigns to that motion (chance = {_fmt(chance, percent=True)}%). The classifier is fit on the "
+        "training clips; a video without the evidence of a motion (static, flickering, vanishing or frozen "
+        "content, noise) is classified `none` and counts as wrong. Precision: share of the videos "
+        "classified as a motion that show it. First-frame fidelity: 100 * (1 - mean |frame 0 - given "
+        "first frame| / 255).",
         "",
-        "| motion | videos | alignment | consistency | diversity | motion accuracy (%) | first-frame fidelity |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| motion | videos | alignment | consistency | diversity | motion accuracy (%) | precision (%) "
+        "| first-frame fidelity |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for motion, m in per_motion.items():
         lines.append(f"| {motion} | {m['n_videos']} | {_fmt(m.get('alignment'))} | {_fmt(m.get('consistency'))} | "
                      f"{_fmt(m.get('diversity'))} | {_fmt(m.get('motion_accuracy'), percent=True)} | "
-                     f"{_fmt(m.get('first_frame_fidelity'))} |")
+                     f"{_fmt(m.get('motion_precision'), percent=True)} | {_fmt(m.get('first_frame_fidelity'))} |")
     lines.append(f"| **all** | {overall['n_videos']} | {_fmt(overall.get('alignment'))} | "
                  f"{_fmt(overall.get('consistency'))} | {_fmt(overall.get('diversity'))} | "
-                 f"{_fmt(overall.get('motion_accuracy'), percent=True)} | "
+                 f"{_fmt(overall.get('motion_accuracy'), percent=True)} | | "
                  f"{_fmt(overall.get('first_frame_fidelity'))} |")
-    lines += ["", "Plots: " + ", ".join(f"[{k}](plots/{k}.png)" for k in METRIC_KEYS) + ".",
+    lines += ["", "Plots: " + ", ".join(f"[{k}](plots/{k}.png)" for k in (*METRIC_KEYS, "confusion")) + ".",
               "Videos with prompts and scores: [gallery.html](gallery.html).", ""]
+    if "confusion" in metrics:
+        lines += confusion_markdown(metrics["confusion"], overall.get("motion_none_share"))
     if examples:
         lines += ["## Examples", "", "The first generated video of each motion (its eval prompt, seed) and the "
                   "motion the optical-flow score sees in it.", "",
@@ -167,6 +177,44 @@ def summary_markdown(params: Params, layout: Layout, metrics: dict,
                          f"(seed {row['seed']}) | {seen} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def confusion_markdown(confusion: dict, none_share: float | None) -> list[str]:
+    """The confusion matrix as a table: a row per true motion, a column per predicted label."""
+    labels, counts = confusion["labels"], confusion["counts"]
+    short = [label.replace("_", " ") for label in labels]
+    lines = ["## Confusion matrix", "",
+             f"Rows: the motion a video was generated for; columns: what the motion classifier sees in it "
+             f"(`none` = no motion of any trained kind: {_fmt(none_share, percent=True)}% of the videos). "
+             "[plot](plots/confusion.png)", "",
+             "| true \\ seen | " + " | ".join(short) + " |", "|---|" + "---:|" * len(labels)]
+    for true, row in counts.items():
+        cells = [f"**{row[p]}**" if p == true else str(row[p]) for p in labels]
+        lines.append(f"| {true.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def plot_confusion(confusion: dict, path: Path) -> None:
+    """Heat map of the confusion counts, numbers in the cells."""
+    labels, counts = confusion["labels"], confusion["counts"]
+    true = list(counts)
+    grid = [[counts[t][p] for p in labels] for t in true]
+    fig = Figure(figsize=(1.0 + 0.62 * len(labels), 1.0 + 0.5 * len(true)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="Blues", aspect="auto")
+    for i, row in enumerate(grid):
+        for j, n in enumerate(row):
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=8,
+                    color="white" if n > 0.6 * max(max(r) for r in grid) else "black")
+    ax.set_xticks(range(len(labels)), [x.replace("_", "\n") for x in labels], fontsize=7)
+    ax.set_yticks(range(len(true)), [x.replace("_", " ") for x in true], fontsize=7)
+    ax.set_xlabel("motion seen by the classifier", fontsize=8)
+    ax.set_ylabel("motion generated for", fontsize=8)
+    ax.set_title("Motion confusion matrix", fontsize=10)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
 
 
 def plot_metric(per_motion: dict, key: str, path: Path, chance: float | None = None) -> None:
@@ -257,6 +305,8 @@ def run(params: Params, root: Path, run_dir: str = "") -> dict:
         chance = metrics["overall"].get("motion_chance") if key == "motion_accuracy" else None
         plot_metric(metrics["per_motion"], key, reports / "plots" / f"{key}.png", chance)
         outputs.append(reports / "plots" / f"{key}.png")
+    plot_confusion(metrics["confusion"], reports / "plots" / "confusion.png")
+    outputs.append(reports / "plots" / "confusion.png")
     with atomic_write(reports / "gallery.html") as tmp:
         tmp.write_text(gallery_html(params, layout, metrics, rows), encoding="utf-8")
     outputs.append(reports / "gallery.html")

@@ -1,10 +1,11 @@
-"""Stage `world`: render the motion world's training videos and its eval prompts.
+"""Stage `world`: render the motion world's training videos and its held-out prompts.
 
-With data.source = world, the 8 motions' videos (+ captions.csv) go to
-data/world/videos/<motion>/ and the 48 held-out eval prompts to
-data/prompts/world_eval.csv. With data.source = folder the videos are the
-user's, so only the eval csv and a placeholder folder are written (DVC needs
-every declared output to exist).
+With data.source = world, the 8 motions' training videos (+ captions.csv) go to
+data/world/videos/<motion>/, the 48 test prompts (reported) to
+data/prompts/world_eval.csv and the 48 validation prompts (for choosing settings)
+to data/prompts/world_validation.csv (lamp_model/world.py, "splits"). With
+data.source = folder the videos are the user's, so only the prompt csvs and a
+placeholder folder are written (DVC needs every declared output to exist).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ PLACEHOLDER = "README.txt"
 def run(params: Params, root: Path) -> dict:
     layout = Layout(Path(root))
     out_dir = layout.world_videos
-    outputs = [str(out_dir), str(layout.world_eval_prompts)]
+    outputs = [str(out_dir), str(layout.world_eval_prompts), str(layout.world_validation_prompts)]
     result: dict = {"source": params.data.source}
 
     if params.data.source == "world":
@@ -54,12 +55,12 @@ def run(params: Params, root: Path) -> dict:
         log.info("data.source = folder: motion world not rendered (placeholder %s)", out_dir / PLACEHOLDER)
         result["videos"] = 0
 
-    prompts = world.eval_prompts(params.world.seed)
-    with atomic_write(layout.world_eval_prompts) as tmp:
-        with open(tmp, "w", newline="") as f:
+    for split, path in (("test", layout.world_eval_prompts), ("validation", layout.world_validation_prompts)):
+        prompts = world.eval_prompts(params.world.seed, split=split)
+        with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([("motion", "prompt"), *prompts])
-    log.info("wrote %d eval prompts to %s", len(prompts), layout.world_eval_prompts)
-    result["eval_prompts"] = len(prompts)
+        log.info("wrote %d %s prompts to %s", len(prompts), split, path)
+    result["eval_prompts"] = len(world.eval_prompts(params.world.seed))
     result["outputs"] = outputs
     return result
 
