@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MOTIONS = ("helicopter", "waterfall", "rain", "firework", "horse_run", "birds_fly", "turn_to_smile",
            "play_the_guitar")
@@ -92,10 +92,16 @@ class TrainParams(_Section):
     first_frame_conditioning: bool = True
     hflip: bool = False
     checkpoint_every: int = Field(50, ge=1)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on CPU and CUDA; fp16 adds loss scaling
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False
     seed: int = 0
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _unquoted_no(cls, value):
+        """`mixed_precision: no` unquoted is YAML 1.1's boolean false: take it as "no"."""
+        return "no" if value is False else value
 
 
 class SampleParams(_Section):
