@@ -92,13 +92,28 @@ def _read_world_frames(params: Params, layout: Layout) -> tuple[np.ndarray, list
 
 
 def _save_folder(save, folder: Path) -> None:
-    """Write a model folder next to its final place, then swap it in (readers never see half a model)."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp)
+    """Write a model folder beside its final place, then swap it in with two renames.
+
+    `folder` is always either the complete old model or the complete new one, never half a model
+    (a failed `save` leaves the old one untouched); only between the two renames, which take no
+    time, does no folder sit at the path, and even a crash there leaves the old model, whole,
+    at `.<name>.old` beside it. Leftovers of an interrupted earlier swap are removed first.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    new, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(new, ignore_errors=True)
+    if old.exists() and not folder.exists():  # a crash between the two renames: put the old one back
+        os.replace(old, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        save(new)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
     if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+        os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _train_world(params: Params, layout: Layout) -> dict:
