@@ -177,9 +177,21 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the project root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot be read ({e.strerror or e}); check the file") from None
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (offset {e.start}); save it as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except (ValueError, OverflowError, RecursionError) as e:  # e.g. a date like 2024-02-30
+        raise ParamsError(f"{path}: not valid YAML: {type(e).__name__}: {e}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: must be a mapping of sections (seed:, data:, train:, ...), "
+                          f"not a {type(raw).__name__}; see the shipped params.yaml")
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     try:

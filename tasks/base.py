@@ -9,7 +9,6 @@ writes models/world/NOT_USED.txt so the DVC output exists.
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from lamp_model.loading import load_sd_components, resolve_dtype
 from lamp_model.metrics import ClipScorer, retrieval_accuracy, train_contrastive
 from lamp_model.small import build_sd
 from lamp_model.video import fit_frames, make_contact_sheet, read_video
-from tasks.common import Layout, StageError, model_source, stage_main
+from tasks.common import Layout, StageError, model_source, read_captions, stage_main
 
 log = logging.getLogger("lamp")
 
@@ -78,16 +77,16 @@ def _read_world_frames(params: Params, layout: Layout) -> tuple[np.ndarray, list
         if not caption_file.is_file():
             raise StageError(f"{caption_file}: not found; render the motion world first "
                              "(`dvc repro world` or `python -m tasks.world`)")
-        with open(caption_file, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or not {"file", "caption"} <= set(rows[0]):
-            raise StageError(f"{caption_file}: needs the columns file,caption and one row per video")
-        by_motion[motion] = [r["caption"] for r in rows]
-        for r in tqdm(rows, desc=f"base: read {motion}", leave=False):
-            video, _ = read_video(folder / r["file"])
+        rows = read_captions(caption_file, folder)
+        if not rows:
+            raise StageError(f"{caption_file}: needs the columns file,caption and one row per video; "
+                             "render the motion world again (`dvc repro world`)")
+        by_motion[motion] = list(rows.values())
+        for name, caption in tqdm(rows.items(), desc=f"base: read {motion}", leave=False):
+            video, _ = read_video(folder / name)
             video = fit_frames(video, h, w, params.clips.resize_policy)
             frames.append(video)
-            captions += [r["caption"]] * len(video)
+            captions += [caption] * len(video)
     return np.concatenate(frames), captions, by_motion
 
 
