@@ -30,7 +30,7 @@ TINY = {
     "clips.frames": 4, "clips.clips_per_video": 1, "clips.height": 32, "clips.width": 48,
     "model.device": "cpu", "tracking.enabled": False,
 }
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -167,7 +167,7 @@ def test_fuzz_captions_reader(tmp_path):
 
     check()
     _report("captions.csv", tried)
-    assert len(tried) >= 60
+    assert len(tried) >= 200
 
 
 def test_fuzz_eval_prompts_reader(tmp_path):
@@ -188,7 +188,7 @@ def test_fuzz_eval_prompts_reader(tmp_path):
 
     check()
     _report("eval prompts csv", tried)
-    assert len(tried) >= 60
+    assert len(tried) >= 200
 
 
 YAML_PIECES = st.sampled_from(["train:", "  lr:", " 0.5", " -1", " 1e-3", " no", " yes", " null", "\n", "  ",
@@ -219,7 +219,7 @@ def test_fuzz_params_yaml(tmp_path):
 
     check()
     _report("params.yaml", tried)
-    assert len(tried) >= 60
+    assert len(tried) >= 200
 
 
 def test_fuzz_videos_cut_at_random_offsets(tmp_path, clip_video):
@@ -228,7 +228,7 @@ def test_fuzz_videos_cut_at_random_offsets(tmp_path, clip_video):
     data = whole.read_bytes()
     path, tried = tmp_path / "cut.mp4", []
 
-    @settings(FUZZ, max_examples=20)
+    @settings(FUZZ, max_examples=50)
     @given(st.integers(0, len(data) - 1))
     def check(offset):
         tried.append(offset)
@@ -243,4 +243,4 @@ def test_fuzz_videos_cut_at_random_offsets(tmp_path, clip_video):
 
     check()
     _report("videos cut at random offsets", tried)
-    assert len(tried) >= 20
+    assert len(tried) >= 50
