@@ -81,7 +81,9 @@ def current_rss_gib() -> float:
 def write_json(path: str | Path | None, result: dict) -> None:
     if not path:
         return
+    from lamp_model.io import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")

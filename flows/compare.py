@@ -18,6 +18,7 @@ import pandas as pd
 from prefect import flow
 
 from lamp_model.config import load_params
+from lamp_model.io import atomic_write
 from tasks import tracking
 
 MAIN_METRICS = ("alignment", "consistency", "diversity", "motion_accuracy", "first_frame_fidelity")
@@ -88,7 +89,8 @@ def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "comparison.png"
-    table.to_csv(csv_path, float_format="%.4f")
+    with atomic_write(csv_path) as tmp:
+        table.to_csv(tmp, float_format="%.4f")
 
     overall = [c for c in table.columns if "/" not in c]
     motions = sorted({c.split("/")[0] for c in table.columns if "/" in c})
@@ -98,7 +100,8 @@ def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
         cols = [c for c in table.columns if c.startswith(f"{m}/")]
         sub = table[cols].rename(columns=lambda c: c.split("/", 1)[1])
         parts += ["", f"## {m}", "", _md_table(sub)]
-    md_path.write_text("\n".join(parts) + "\n")
+    with atomic_write(md_path) as tmp:
+        tmp.write_text("\n".join(parts) + "\n")
 
     metrics = [m for m in MAIN_METRICS if m in overall] or overall[:5]
     groups = ["overall", *motions]
@@ -117,8 +120,11 @@ def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
         ax.set_xticklabels(table.index, rotation=20, fontsize=8)
     axes[0, 0].legend(fontsize=7, ncols=min(len(groups), 5))
     fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
-    plt.close(fig)
+    try:
+        with atomic_write(png_path) as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
     return {"csv": csv_path, "md": md_path, "png": png_path}
 
 

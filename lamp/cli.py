@@ -422,7 +422,9 @@ def generate(
         rows.append({"prompt_index": i, "seed": seed, "prompt": text, "mp4": mp4.name, "gif": gif.name,
                      "first_frame": f"{stem}.png"})
         _wrote(mp4, gif)
-    with open(out / "index.csv", "w", newline="") as f:
+    from lamp_model.io import atomic_write
+
+    with atomic_write(out / "index.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=GENERATED_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -473,14 +475,17 @@ def score(
     out.mkdir(parents=True, exist_ok=True)
     columns = ["file", "motion", "prompt", "alignment", "consistency", "predicted_motion", "motion_correct",
                "first_frame_fidelity"]
-    with open(out / "per_video.csv", "w", newline="") as f:
+    from lamp_model.io import atomic_write
+
+    with atomic_write(out / "per_video.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for v, row in zip(videos, rows):
             writer.writerow({k: _clean(x) for k, x in {**row, "file": v.mp4.name}.items()})
     summary = {k: _clean(v) for k, v in overall.items()}
     summary["clip_model"] = p.metrics.clip_model
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with atomic_write(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
     for k in ("alignment", "consistency", "diversity", "motion_accuracy", "first_frame_fidelity"):
         v = summary.get(k)
         if v is not None:

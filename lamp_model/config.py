@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MOTIONS = ("helicopter", "waterfall", "rain", "firework", "horse_run", "birds_fly", "turn_to_smile",
            "play_the_guitar")
@@ -92,10 +92,16 @@ class TrainParams(_Section):
     first_frame_conditioning: bool = True
     hflip: bool = False
     checkpoint_every: int = Field(50, ge=1)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on CPU and CUDA; fp16 adds loss scaling
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False
     seed: int = 0
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _unquoted_no(cls, value):
+        """`mixed_precision: no` unquoted is YAML 1.1's boolean false: take it as "no"."""
+        return "no" if value is False else value
 
 
 class SampleParams(_Section):
@@ -171,9 +177,21 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the project root or pass --params")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot be read ({e.strerror or e}); check the file") from None
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (offset {e.start}); save it as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except (ValueError, OverflowError, RecursionError) as e:  # e.g. a date like 2024-02-30
+        raise ParamsError(f"{path}: not valid YAML: {type(e).__name__}: {e}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: must be a mapping of sections (seed:, data:, train:, ...), "
+                          f"not a {type(raw).__name__}; see the shipped params.yaml")
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     try:

@@ -36,7 +36,7 @@ class TrainSettings:
     first_frame_conditioning: bool = True  # False = ablation: noise and loss on all frames
     hflip: bool = False  # flips change a motion's direction: off unless the motion is symmetric
     checkpoint_every: int = 100
-    mixed_precision: str = "bf16"  # used on CUDA only: "no" | "bf16" | "fp16"
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16": autocast on the UNet's device (CPU or CUDA)
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False
 
@@ -69,10 +69,21 @@ def _optimizer(unet: LampUNet, s: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
 
 
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
 def _autocast(device: torch.device, mixed_precision: str):
-    if device.type != "cuda" or mixed_precision == "no":
+    """Autocast of the forward pass on the UNet's device, CPU included (weights stay fp32)."""
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision = {mixed_precision!r}: use one of {', '.join(MIXED_PRECISION)}")
+    if mixed_precision == "no":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
+
+
+def _grad_scaler(device: torch.device, mixed_precision: str) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 only (bf16 has fp32's exponent range: nothing underflows)."""
+    return torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16")
 
 
 def train_motion(unet: LampUNet, scheduler: DDPMScheduler, clips: torch.Tensor, text_embs: torch.Tensor,
@@ -92,12 +103,12 @@ def train_motion(unet: LampUNet, scheduler: DDPMScheduler, clips: torch.Tensor, 
         unet.enable_gradient_checkpointing()
     optimizer = _optimizer(unet, s)
     generator = torch.Generator(device="cpu").manual_seed(s.seed)
+    scaler = _grad_scaler(device, s.mixed_precision)
     losses: list[float] = []
     start = 0
     if checkpoint_dir is not None and (Path(checkpoint_dir) / STATE_FILE).exists():
-        start, losses = _resume(unet, optimizer, generator, Path(checkpoint_dir))
+        start, losses = _resume(unet, optimizer, scaler, generator, Path(checkpoint_dir))
     params = [p for _, p in unet.trainable_parameters()]
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and s.mixed_precision == "fp16")
     end = s.steps if stop_after is None else min(s.steps, start + stop_after)
     for step in tqdm(range(start, end), initial=start, total=s.steps, desc="tune", leave=False):
         idx = torch.randint(0, clips.shape[0], (s.batch_size,), generator=generator)
@@ -119,25 +130,31 @@ def train_motion(unet: LampUNet, scheduler: DDPMScheduler, clips: torch.Tensor, 
             on_step(step, losses[-1])
         done = step + 1
         if checkpoint_dir is not None and (done % s.checkpoint_every == 0 or done == end):
-            save_checkpoint(unet, optimizer, generator, done, losses, Path(checkpoint_dir), s)
+            save_checkpoint(unet, optimizer, generator, done, losses, Path(checkpoint_dir), s, scaler)
     unet.eval()
     return losses
 
 
 def save_checkpoint(unet: LampUNet, optimizer, generator, step: int, losses: list[float], folder: Path,
-                    settings: TrainSettings) -> None:
-    """The resumable state (one atomic file: weights, optimizer, RNG) + the weights as safetensors."""
+                    settings: TrainSettings, scaler: torch.amp.GradScaler | None = None) -> None:
+    """The resumable state (one atomic file: weights, optimizer, fp16 loss scale, RNG) + the weights
+    as safetensors. The loss scale (and its growth tracker) decides which fp16 steps are skipped
+    and how gradients are unscaled, so a resumed fp16 run needs it to take the same steps."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {"step": step, "losses": losses, "motion": unet.motion_state_dict(),
-             "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
+             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+             "scaler": scaler.state_dict() if scaler is not None else {}}
     with atomic_write(folder / STATE_FILE) as tmp:
         torch.save(state, tmp)
     unet.save_motion(folder / WEIGHTS_FILE, {"step": step, "train_settings": json.dumps(asdict(settings))})
 
 
-def _resume(unet: LampUNet, optimizer, generator, folder: Path) -> tuple[int, list[float]]:
+def _resume(unet: LampUNet, optimizer, scaler: torch.amp.GradScaler, generator, folder: Path
+            ) -> tuple[int, list[float]]:
     state = torch.load(folder / STATE_FILE, weights_only=True)
     unet.load_motion_state_dict(state["motion"])
     optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):  # empty when the run was not fp16 (the scaler was disabled)
+        scaler.load_state_dict(state["scaler"])
     generator.set_state(state["generator"])
     return int(state["step"]), list(state["losses"])

@@ -61,6 +61,11 @@ def _run(stream, path) -> tuple[bytes, str]:
         raise VideoError(
             f"{path}: not a readable video (ffmpeg: {_short_reason(stderr)}); remove or replace it"
         ) from None
+    except OSError as e:  # ffmpeg could not be started or its pipes failed (out of memory, I/O error)
+        raise VideoError(
+            f"{path}: reading failed ({e.strerror or e}); check that the file and {FFMPEG} are readable "
+            "and the machine has memory free, then rerun"
+        ) from None
     return out, err.decode(errors="replace")
 
 
@@ -74,7 +79,11 @@ def _short_reason(stderr: str) -> str:
 
 
 def _check_exists(path: Path) -> None:
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as e:  # e.g. a name too long for the file system, or with a NUL byte
+        raise VideoError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); check the path") from None
+    if not exists:
         raise VideoError(f"{path}: no such file; check the path")
 
 

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     yaml = YAML()
     yaml.width = 4096  # keep long lines (the motions list) as they are
+    yaml.preserve_quotes = True  # "no" stays a string for YAML 1.1 readers (unquoted, PyYAML reads False)
     for path in (args.overlay, args.params):
         if not path.is_file():
             print(f"error: {path}: not found", file=sys.stderr)

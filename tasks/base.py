@@ -9,7 +9,6 @@ writes models/world/NOT_USED.txt so the DVC output exists.
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from lamp_model.loading import load_sd_components, resolve_dtype
 from lamp_model.metrics import ClipScorer, retrieval_accuracy, train_contrastive
 from lamp_model.small import build_sd
 from lamp_model.video import fit_frames, make_contact_sheet, read_video
-from tasks.common import Layout, StageError, model_source, stage_main
+from tasks.common import Layout, StageError, model_source, read_captions, stage_main
 
 log = logging.getLogger("lamp")
 
@@ -78,27 +77,42 @@ def _read_world_frames(params: Params, layout: Layout) -> tuple[np.ndarray, list
         if not caption_file.is_file():
             raise StageError(f"{caption_file}: not found; render the motion world first "
                              "(`dvc repro world` or `python -m tasks.world`)")
-        with open(caption_file, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or not {"file", "caption"} <= set(rows[0]):
-            raise StageError(f"{caption_file}: needs the columns file,caption and one row per video")
-        by_motion[motion] = [r["caption"] for r in rows]
-        for r in tqdm(rows, desc=f"base: read {motion}", leave=False):
-            video, _ = read_video(folder / r["file"])
+        rows = read_captions(caption_file, folder)
+        if not rows:
+            raise StageError(f"{caption_file}: needs the columns file,caption and one row per video; "
+                             "render the motion world again (`dvc repro world`)")
+        by_motion[motion] = list(rows.values())
+        for name, caption in tqdm(rows.items(), desc=f"base: read {motion}", leave=False):
+            video, _ = read_video(folder / name)
             video = fit_frames(video, h, w, params.clips.resize_policy)
             frames.append(video)
-            captions += [r["caption"]] * len(video)
+            captions += [caption] * len(video)
     return np.concatenate(frames), captions, by_motion
 
 
 def _save_folder(save, folder: Path) -> None:
-    """Write a model folder next to its final place, then swap it in (readers never see half a model)."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp)
+    """Write a model folder beside its final place, then swap it in with two renames.
+
+    `folder` is always either the complete old model or the complete new one, never half a model
+    (a failed `save` leaves the old one untouched); only between the two renames, which take no
+    time, does no folder sit at the path, and even a crash there leaves the old model, whole,
+    at `.<name>.old` beside it. Leftovers of an interrupted earlier swap are removed first.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    new, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(new, ignore_errors=True)
+    if old.exists() and not folder.exists():  # a crash between the two renames: put the old one back
+        os.replace(old, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        save(new)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
     if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+        os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _train_world(params: Params, layout: Layout) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import logging
 import sys
@@ -124,6 +125,67 @@ class Layout:
         return self.out / "reports"
 
 
+def read_csv_rows(path: Path, columns: tuple[str, ...], fix: str) -> list[tuple[int, dict[str, str]]]:
+    """(line, row) of a UTF-8 csv with at least `columns`; values stripped, missing ones "".
+
+    Anything that is not such a file (unreadable, not UTF-8, broken quoting, a missing column)
+    is a StageError naming the file (and line) and what to do; `fix` says how to fix the file.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise StageError(f"{path}: cannot be read ({e.strerror or e}); {fix}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise StageError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                         f"save it as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)  # an unclosed quote is an error
+    rows, line = [], 1
+    try:
+        if not reader.fieldnames or not set(columns) <= {(c or "").strip() for c in reader.fieldnames}:
+            raise StageError(f"{path}: needs the columns {','.join(columns)} (has {reader.fieldnames}); {fix}")
+        while True:
+            line = reader.line_num + 1  # where the next row starts (a quoted value may span lines)
+            row = next(reader, None)
+            if row is None:
+                return rows
+            row = {(k or "").strip(): v for k, v in row.items() if isinstance(k, str)}
+            rows.append((line, {c: (row.get(c) or "").strip() for c in columns}))
+    except csv.Error as e:
+        raise StageError(f"{path}:{line}: not valid CSV ({e}); {fix}") from None
+
+
+def read_captions(path: Path, folder: Path | None = None) -> dict[str, str]:
+    """file name -> caption from a captions.csv (columns file,caption; one row per video).
+
+    A row with an empty file name or caption, a file listed twice, or (with `folder`) a file
+    that is not in `folder` stops with the line and what to do.
+    """
+    fix = "fix it, or set data.use_captions: false to train with the motion prompt"
+    out: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for line, row in read_csv_rows(path, ("file", "caption"), fix):
+        name, caption = row["file"], row["caption"]
+        if not name or not caption:
+            raise StageError(f"{path}:{line}: empty file name or caption; {fix}")
+        if name in out:
+            raise StageError(f"{path}:{line}: {name} is listed twice (first on line {first_line[name]}); "
+                             "keep one row per video")
+        if folder is not None and not _is_file(folder / name):
+            raise StageError(f"{path}:{line}: names {name}, which is not in {folder}; "
+                             "fix the file name or remove the row")
+        out[name], first_line[name] = caption, line
+    return out
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
+        return False
+
+
 def read_eval_prompts(path: Path, motions: list[str] | None = None) -> dict[str, list[str]]:
     """motion -> prompts from a csv with columns motion,prompt.
 
@@ -135,20 +197,17 @@ def read_eval_prompts(path: Path, motions: list[str] | None = None) -> dict[str,
         raise StageError(f"{path}: eval prompt file not found; set data.eval_prompts in params.yaml "
                          "(data/prompts/eval.csv is the paper's set)")
     out: dict[str, list[str]] = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"motion", "prompt"} <= set(reader.fieldnames):
-            raise StageError(f"{path}: needs the columns motion,prompt (has {reader.fieldnames})")
-        for line, row in enumerate(reader, start=2):
-            motion, prompt = (row["motion"] or "").strip(), (row["prompt"] or "").strip()
-            if motions is not None and motion not in motions:
-                if motion in MOTIONS:
-                    continue
-                raise StageError(f"{path}:{line}: prompt for unknown motion {motion!r} "
-                                 f"(motions in params.yaml: {motions}); fix the motion or add it to params")
-            if not prompt:
-                raise StageError(f"{path}:{line}: empty prompt")
-            out.setdefault(motion, []).append(prompt)
+    fix = "fix it or set data.eval_prompts in params.yaml to another file"
+    for line, row in read_csv_rows(path, ("motion", "prompt"), fix):
+        motion, prompt = row["motion"], row["prompt"]
+        if motions is not None and motion not in motions:
+            if motion in MOTIONS:
+                continue
+            raise StageError(f"{path}:{line}: prompt for unknown motion {motion!r} "
+                             f"(motions in params.yaml: {motions}); fix the motion or add it to params")
+        if not prompt:
+            raise StageError(f"{path}:{line}: empty prompt")
+        out.setdefault(motion, []).append(prompt)
     return out
 
 

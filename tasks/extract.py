@@ -13,7 +13,6 @@ indices, caption).
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -25,28 +24,12 @@ from tqdm.auto import tqdm
 from lamp_model.config import Params
 from lamp_model.io import atomic_write
 from lamp_model.video import VideoError, fit_frames, read_video, sample_clips
-from tasks.common import Layout, StageError, stage_main
+from tasks.common import Layout, StageError, read_captions, stage_main
 
 log = logging.getLogger("lamp")
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 CAPTIONS = "captions.csv"
-
-
-def read_captions(path: Path) -> dict[str, str]:
-    """file name -> caption from a csv with columns file,caption."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
-            raise StageError(f"{path}: needs the columns file,caption (has {reader.fieldnames}); "
-                             "fix the header or set data.use_captions: false")
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            name, caption = (row["file"] or "").strip(), (row["caption"] or "").strip()
-            if not name or not caption:
-                raise StageError(f"{path}:{line}: empty file name or caption")
-            out[name] = caption
-    return out
 
 
 def run(params: Params, root: Path, motion: str | None = None) -> dict:
@@ -64,7 +47,7 @@ def run(params: Params, root: Path, motion: str | None = None) -> dict:
 
     captions = {}
     if params.data.use_captions and (folder / CAPTIONS).is_file():
-        captions = read_captions(folder / CAPTIONS)
+        captions = read_captions(folder / CAPTIONS, folder)
         log.info("captions from %s", folder / CAPTIONS)
     default_caption = params.motion_prompt(motion)
     c = params.clips

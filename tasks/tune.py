@@ -10,6 +10,7 @@ a changed setting starts fresh.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 from dataclasses import asdict
@@ -68,7 +69,7 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     texts = captions if params.data.use_captions else [params.motion_prompt(motion)]
     device = resolve_device(params.model.device)
     source = model_source(layout.root, params.model.base)
-    comps = load_sd_components(source, device, torch.float32)  # trained in fp32 (autocast on CUDA)
+    comps = load_sd_components(source, device, torch.float32)  # fp32 weights (train.mixed_precision: autocast)
     switches = params.lamp.model_dump()
     unet = LampUNet.from_unet2d(comps.unet, **switches)
     if latents.shape[1] != unet.config.unet_config["in_channels"]:
@@ -78,6 +79,9 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     text_embs = pipe.encode_prompt(texts).float()
 
     settings = TrainSettings(**params.train.model_dump())
+    if settings.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
+        raise StageError("params.yaml: train.use_8bit_adam is true but bitsandbytes is not installed; "
+                         "`pip install bitsandbytes` (CUDA) or set train.use_8bit_adam: false")
     key = fingerprint(asdict(settings), switches, base_id(source), file_digest(latents_file), texts)
     ckpt = layout.checkpoints(motion, key)
     log.info("tune %s: %d clips %s, %d steps on %s, checkpoints in %s", motion, len(latents),

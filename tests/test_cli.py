@@ -513,3 +513,31 @@ def test_flow_commands_check_their_input(project, flow_project):
     assert (flow_project / "params.yaml").read_text() == params
     assert_one_line_error(invoke("compare", "--root", flow_project, "--set", "tracking.experiment=x"),
                           "params.yaml", "--set")
+
+
+def test_score_failing_while_writing_keeps_the_previous_results(project, tmp_path, monkeypatch):
+    """per_video.csv and summary.json are replaced whole or not at all: a disk that fills up
+    half-way through the csv leaves the previous scores, and no temporary file."""
+    import tasks.metrics
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i, content in enumerate(training_contents(MOTION, 2)):
+        write_mp4(render_video(MOTION, content, frames=6, height=H, width=W, seed=i), folder / f"c{i}.mp4")
+    out = tmp_path / "s"
+    assert invoke("score", folder, "--prompt", "a horse", "--out", out, "--root", project).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["per_video.csv", "summary.json"]
+
+    real_clean, calls = tasks.metrics._clean, []
+
+    def disk_full_at_second_row(value):
+        calls.append(value)
+        if len(calls) > 10:  # the first row (8 columns) is written, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real_clean(value)
+
+    monkeypatch.setattr(tasks.metrics, "_clean", disk_full_at_second_row)
+    with pytest.raises(OSError, match="No space left on device"):
+        invoke("score", folder, "--prompt", "another prompt", "--out", out, "--root", project)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -54,3 +54,13 @@ def test_unknown_keys_are_rejected_by_name(key):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_mixed_precision_no_may_be_unquoted(tmp_path):
+    """`no` unquoted is YAML 1.1's false; it means "no mixed precision", and `yes` stays an error."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_params(path).train.mixed_precision == "no"
+    path.write_text("train:\n  mixed_precision: yes\n")
+    with pytest.raises(ParamsError, match="train.mixed_precision = True"):
+        load_params(path)

@@ -25,6 +25,9 @@ def test_real_overlay_gives_the_real_preset_and_keeps_comments(tmp_path):
     assert (p.clips.height, p.clips.width) == (320, 512)
     assert p.metrics.clip_model == "ViT-L-14" and p.metrics.clip_pretrained == "openai"
     assert p.sample.alpha == 0.2  # untouched values stay
+    # bf16 autocast on the GPU; the shipped motion world trains in fp32 (autocast now acts on CPUs too)
+    assert p.train.mixed_precision == "bf16"
+    assert load_params(ROOT / "params.yaml").train.mixed_precision == "no"
     assert "# real: 3.0e-5 (paper)" in params.read_text()  # comments survive
 
 
