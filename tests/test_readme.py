@@ -31,3 +31,55 @@ def test_setup_stops_early_with_a_clear_message_when_the_disk_is_too_small(tmp_p
     assert out.returncode != 0
     assert "GB free on the disk of" in out.stderr and "SETUP_MIN_FREE_GB=0" in out.stderr, out.stderr
     assert not venv.exists(), "nothing may be installed when the check fails"
+
+
+FIGURES = README.parent / "scripts" / "readme_figures.py"
+
+
+def figures(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(FIGURES), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_readme_figure_table_matches_its_sources():
+    """The README's figures are generated from reports/ and benchmarks/results/, never a drifting copy."""
+    out = figures("--check")
+    assert out.returncode == 0, out.stderr
+
+
+def _copy_sources(dst: Path) -> None:
+    import shutil
+    for rel in ["README.md", "reports/metrics.json", "reports/run_time.json"]:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(README.parent / rel, dst / rel)
+    shutil.copytree(README.parent / "benchmarks" / "results", dst / "benchmarks" / "results")
+
+
+def test_a_changed_source_value_makes_the_check_fail_and_a_rewrite_fixes_it(tmp_path):
+    import json
+    _copy_sources(tmp_path)
+    assert figures("--check", "--root", str(tmp_path)).returncode == 0
+    metrics = tmp_path / "reports" / "metrics.json"
+    data = json.loads(metrics.read_text())
+    data["overall"]["motion_accuracy"] = 0.9
+    metrics.write_text(json.dumps(data))
+
+    out = figures("--check", "--root", str(tmp_path))
+    assert out.returncode == 1
+    assert "the main job" in out.stderr and "what it reaches" in out.stderr and "90.0 %" in out.stderr, out.stderr
+    assert "default over 3 tuning seeds" not in out.stderr, "only the changed figure is named"
+
+    assert figures("--root", str(tmp_path)).returncode == 0
+    assert "motion accuracy **90.0 %**" in (tmp_path / "README.md").read_text()
+    assert figures("--check", "--root", str(tmp_path)).returncode == 0
+
+
+def test_a_changed_benchmark_result_makes_the_check_fail(tmp_path):
+    import json
+    _copy_sources(tmp_path)
+    path = tmp_path / "benchmarks" / "results" / "world_motion_cpu_seed2_tune900.json"
+    data = json.loads(path.read_text())
+    data["tuned"][0]["per_motion"]["firework"] = 1.0
+    path.write_text(json.dumps(data))
+    out = figures("--check", "--root", str(tmp_path))
+    assert out.returncode == 1
+    assert "configs/world_16x24.yaml" in out.stderr, out.stderr

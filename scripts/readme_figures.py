@@ -1,0 +1,202 @@
+"""Generate the README's figure table from the files that hold the figures.
+
+The README states no figure of its own: the table between `<!-- figures:start -->` and
+`<!-- figures:end -->` is built from reports/metrics.json, reports/run_time.json and the committed
+benchmark results, so it cannot drift from them.
+
+    python scripts/readme_figures.py            # rewrite the table in README.md
+    python scripts/readme_figures.py --check    # exit 1, naming each stale figure, if it differs
+
+After a new `make run` (new reports/metrics.json) or a new benchmark result, regenerate the table;
+which file feeds which row is the ROWS list below, the only place that says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+HEADER = ("| what | command | how long | what it reaches | evidence |\n"
+          "|---|---|---|---|---|")
+
+
+def load(root: Path, rel: str) -> dict:
+    path = root / rel
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        sys.exit(f"readme_figures: {rel} is missing (a source of the README's figure table)")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def minutes_range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.1f} min" if lo == hi else f"{lo:.1f}-{hi:.1f} min"
+
+
+def seeds_tuned(root: Path, files: list[str]) -> tuple[dict[int, float], dict[int, float]]:
+    """Motion accuracy and tuning seconds per tuning seed over benchmark results; a seed may be
+    split over several files (disjoint motions), which combine because each motion is tuned alone."""
+    per_motion: dict[int, dict[str, float]] = {}
+    tune_s: dict[int, float] = {}
+    for rel in files:
+        for t in load(root, rel)["tuned"]:
+            per_motion.setdefault(t["seed"], {}).update(t["per_motion"])
+            tune_s[t["seed"]] = tune_s.get(t["seed"], 0.0) + t.get("tune_s", 0.0)
+    acc = {}
+    for seed, motions in per_motion.items():
+        if len(motions) != 8:
+            sys.exit(f"readme_figures: seed {seed} of {files} covers {len(motions)} motions, not 8")
+        acc[seed] = statistics.fmean(motions.values())  # 6 videos per motion: equal weights
+    return acc, tune_s
+
+
+def mean_std(acc: dict[int, float]) -> str:
+    vals = [acc[s] for s in sorted(acc)]
+    return (f"{pct(statistics.fmean(vals))} ± {100 * statistics.pstdev(vals):.1f}"
+            f" ({' / '.join(pct(v) for v in vals)}; seeds {', '.join(map(str, sorted(acc)))})")
+
+
+# ---- the rows: each one's cells are read from the files it names ------------------------------
+
+def main_job(root: Path) -> tuple[str, str]:
+    m = load(root, "reports/metrics.json")["overall"]
+    t = load(root, "reports/run_time.json")
+    how_long = (f"{minutes_range(t['minutes'])} ({len(t['minutes'])} fresh-clone runs, {t['machine']},"
+                f" measured {t['measured']}) + {minutes_range(t['setup_minutes'])} set-up")
+    reaches = (f"motion accuracy **{pct(m['motion_accuracy'])}** on {m['n_videos']} eval videos "
+               f"(chance {pct(m['motion_chance'])}); CLIP alignment {m['alignment']:.1f}, "
+               f"consistency {m['consistency']:.1f}")
+    return how_long, reaches
+
+
+def default_seeds(root: Path) -> tuple[str, str]:
+    rel = "benchmarks/results/world_motion_cpu_3seeds_base500_1000.json"
+    d = load(root, rel)
+    acc, tune_s = seeds_tuned(root, [rel])
+    how_long = f"tuning {sum(tune_s.values()) / 60:.0f} min for {len(acc)} seeds x 8 motions (2 CPU cores)"
+    reaches = (f"motion accuracy {mean_std(acc)}; untuned {pct(d['untuned']['motion_accuracy'])}, "
+               f"VAE ceiling {pct(d['vae']['round_trip_motion_accuracy'])}")
+    return how_long, reaches
+
+
+PRESET_FILES = ["benchmarks/results/world_motion_cpu_seed0_tune900_3motions.json",
+                "benchmarks/results/world_motion_cpu_seed0_tune900_5motions.json",
+                "benchmarks/results/world_motion_cpu_seed1_tune900.json",
+                "benchmarks/results/world_motion_cpu_seed2_tune900.json"]
+
+
+def preset(root: Path) -> tuple[str, str]:
+    acc, tune_s = seeds_tuned(root, PRESET_FILES)
+    ceiling = load(root, PRESET_FILES[-1])["vae"]["round_trip_motion_accuracy"]
+    per_seed = statistics.fmean(tune_s.values()) / 60
+    how_long = f"tuning ~{per_seed:.0f} min per seed x 8 motions (2 CPU cores)"
+    reaches = f"motion accuracy **{mean_std(acc)}**; VAE ceiling {pct(ceiling)}"
+    return how_long, reaches
+
+
+def real_weights(root: Path) -> tuple[str, str]:
+    d = load(root, "benchmarks/results/sd14_gpu_bf16_ckpt.json")
+    s = d["settings"]
+    how_long = f"{d['train_step']['median']['total_s']:.2f} s per tuning step on an {d['machine']['gpu_name']}"
+    reaches = (f"{d['memory']['train_step']['cuda_max_memory_allocated_gib']:.1f} GiB peak GPU memory "
+               f"tuning {s['frames']} x {s['height']} x {s['width']} (bf16 autocast + gradient checkpointing)")
+    return how_long, reaches
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    command: str
+    cells: Callable[[Path], tuple[str, str]]  # -> (how long, what it reaches)
+    evidence: str                              # links to the files `cells` reads
+
+
+ROWS = [
+    Row("the main job: the default motion world, all 8 motions, 48 eval prompts", "`make run`",
+        main_job, "[reports/summary.md](reports/summary.md), [reports/metrics.json](reports/metrics.json), "
+                  "[reports/run_time.json](reports/run_time.json)"),
+    Row("the default over 3 tuning seeds (same base)",
+        "`python -m benchmarks.world_motion --base models/world/base --seeds 0,1,2`", default_seeds,
+        "[world_motion_cpu_3seeds_base500_1000.json](benchmarks/results/world_motion_cpu_3seeds_base500_1000.json)"),
+    Row("the preset `configs/world_16x24.yaml` (16x24 latents, frame index, 900 tuning steps)",
+        "`python -m benchmarks.world_motion --base <16x24 base> --temporal-positions --tune-steps 900`",
+        preset, "[reports/world_motion.md](reports/world_motion.md#results-earlier-protocol), "
+                "`benchmarks/results/world_motion_cpu_seed*_tune900*.json`"),
+    Row("real weights: SD v1.4-sized LAMP UNet (random init, same compute)",
+        "`python -m benchmarks.bench_model --config sd14 --device cuda --bf16 --grad-ckpt`", real_weights,
+        "[sd14_gpu_bf16_ckpt.json](benchmarks/results/sd14_gpu_bf16_ckpt.json), "
+        "[results.md](benchmarks/results/results.md)"),
+]
+
+
+def table(root: Path) -> str:
+    lines = [HEADER]
+    for row in ROWS:
+        how_long, reaches = row.cells(root)
+        lines.append(f"| {row.what} | {row.command} | {how_long} | {reaches} | {row.evidence} |")
+    return "\n".join(lines)
+
+
+def split(readme: str) -> tuple[str, str, str]:
+    if START not in readme or END not in readme:
+        sys.exit(f"readme_figures: README.md has no {START} ... {END} block")
+    head, rest = readme.split(START, 1)
+    body, tail = rest.split(END, 1)
+    return head, body.strip("\n"), tail
+
+
+def stale(current: str, fresh: str) -> list[str]:
+    """One line per row (named by its first cell) whose cells differ."""
+    def rows(text: str) -> dict[str, list[str]]:
+        out = {}
+        for line in text.splitlines()[2:]:
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            out[cells[0]] = cells
+        return out
+    names = ("what", "command", "how long", "what it reaches", "evidence")
+    have, want = rows(current), rows(fresh)
+    problems = []
+    for key, cells in want.items():
+        if key not in have:
+            problems.append(f"row {key!r} is missing")
+            continue
+        for name, a, b in zip(names, have[key], cells):
+            if a != b:
+                problems.append(f"row {key!r}, {name}: README has {a!r}, the sources give {b!r}")
+    problems += [f"row {key!r} is not generated from any source" for key in have if key not in want]
+    if not problems and current.splitlines()[:2] != fresh.splitlines()[:2]:
+        problems.append("the table's header differs")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 naming each stale figure")
+    p.add_argument("--root", type=Path, default=ROOT, help="project root (default: this checkout)")
+    args = p.parse_args(argv)
+    readme_path = args.root / "README.md"
+    head, body, tail = split(readme_path.read_text())
+    fresh = table(args.root)
+    if args.check:
+        problems = stale(body, fresh)
+        for line in problems:
+            print(f"stale figure in README.md: {line}", file=sys.stderr)
+        if problems:
+            print("run: python scripts/readme_figures.py", file=sys.stderr)
+        return 1 if problems else 0
+    readme_path.write_text(f"{head}{START}\n{fresh}\n{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
