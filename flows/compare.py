@@ -1,10 +1,11 @@
 """`compare`: the ablation comparison, built from MLflow (never from files on disk).
 
-Takes the latest finished `metrics` stage run of each ablation variant (tags.stage =
+Takes the latest finished `metrics` stage run of each ablation variant and seed (tags.stage =
 metrics, tags.variant != main; optionally only those of one `lamp-ablations` run) via
-mlflow.search_runs and writes, in reports/ablations/:
-  comparison.csv   one row per variant; overall metrics, then <motion>/<metric> columns
-  comparison.md    Markdown tables: overall, and one per motion
+mlflow.search_runs, averages over the seeds, and writes, in reports/ablations/:
+  comparison.csv   one row per variant: n_seeds, overall metrics (mean over seeds, then
+                   <metric>_std), then <motion>/<metric> columns (mean)
+  comparison.md    Markdown tables: overall (mean ± std over seeds), and one per motion
   comparison.png   bar plots, one panel per metric (overall + per motion)
 
     python -m flows.compare [--ablation-run-id ID]
@@ -50,21 +51,29 @@ def search_metric_runs(root: str | Path, ablation_run_id: str | None = None) -> 
 
 
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """variant x metric (overall columns first, then <motion>/<metric>), latest run per variant."""
+    """variant x metric, the mean over seeds (the latest run of each variant and seed): n_seeds, the
+    overall columns, their <metric>_std over seeds (population std; 0 for one seed), then <motion>/<metric>."""
     if runs.empty:
         return pd.DataFrame()
-    runs = runs.drop_duplicates(subset=["tags.variant"], keep="first")
+    runs = runs.copy()
+    runs["seed"] = runs["tags.seed"].fillna("") if "tags.seed" in runs.columns else ""
+    runs = runs.drop_duplicates(subset=["tags.variant", "seed"], keep="first")
     cols = [c for c in runs.columns if c.startswith("metrics.") and c.removeprefix("metrics.") not in SKIP]
-    table = runs.set_index("tags.variant")[cols]
-    table.columns = [c.removeprefix("metrics.") for c in cols]
-    table = table.dropna(axis=1, how="all")
+    per_seed = runs.set_index("tags.variant")[cols]
+    per_seed.columns = [c.removeprefix("metrics.") for c in cols]
+    per_seed = per_seed.dropna(axis=1, how="all")
+    grouped = per_seed.groupby(level=0, sort=False)
+    table = grouped.mean()
+    std = grouped.std(ddof=0)
     overall = [c for c in table.columns if "/" not in c]
     overall = [c for c in MAIN_METRICS if c in overall] + sorted(c for c in overall if c not in MAIN_METRICS)
     per_motion = sorted((c for c in table.columns if "/" in c),
                         key=lambda c: (c.split("/")[0], _metric_rank(c.split("/", 1)[1])))
     order = [v for v in variant_order() if v in table.index] + sorted(v for v in table.index
                                                                        if v not in variant_order())
-    table = table.loc[order, overall + per_motion]
+    spread = std.loc[order, overall].add_suffix("_std")
+    table = pd.concat([grouped.size().rename("n_seeds").loc[order], table.loc[order, overall], spread,
+                       table.loc[order, per_motion]], axis=1)
     table.index.name = "variant"
     return table
 
@@ -73,11 +82,20 @@ def _metric_rank(name: str):
     return (MAIN_METRICS.index(name), name) if name in MAIN_METRICS else (len(MAIN_METRICS), name)
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def _md_table(df: pd.DataFrame, std: pd.DataFrame | None = None) -> str:
+    """Values to 2 decimals; with `std` (same shape), "mean ± std"."""
     head = "| " + " | ".join([df.index.name or "", *df.columns]) + " |"
     sep = "|" + "---|" * (len(df.columns) + 1)
-    rows = ["| " + " | ".join([str(i), *("" if pd.isna(v) else f"{v:.2f}" for v in row)]) + " |"
-            for i, row in zip(df.index, df.itertuples(index=False))]
+
+    def cell(v, s) -> str:
+        if pd.isna(v):
+            return ""
+        return f"{v:.2f}" if s is None or pd.isna(s) else f"{v:.2f} ± {s:.2f}"
+
+    rows = []
+    for k, (i, row) in enumerate(zip(df.index, df.itertuples(index=False))):
+        spread = [None] * len(row) if std is None else list(std.iloc[k])
+        rows.append("| " + " | ".join([str(i), *(cell(v, s) for v, s in zip(row, spread))]) + " |")
     return "\n".join([head, sep, *rows])
 
 
@@ -92,10 +110,14 @@ def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     with atomic_write(csv_path) as tmp:
         table.to_csv(tmp, float_format="%.4f")
 
-    overall = [c for c in table.columns if "/" not in c]
+    overall = [c for c in table.columns if "/" not in c and not c.endswith("_std") and c != "n_seeds"]
     motions = sorted({c.split("/")[0] for c in table.columns if "/" in c})
-    parts = ["# Ablations", "", "Values from MLflow (latest `metrics` run of each variant; CLIP metrics x100, "
-             "diversity: lower = more diverse).", "", "## Overall", "", _md_table(table[overall])]
+    seeds = table["n_seeds"] if "n_seeds" in table.columns else pd.Series(1, index=table.index)
+    std = table[[f"{c}_std" for c in overall]] if all(f"{c}_std" in table.columns for c in overall) else None
+    parts = ["# Ablations", "", "Values from MLflow (latest `metrics` run of each variant and seed; mean ± std "
+             f"over seeds: {', '.join(f'{v} {int(n)}' for v, n in seeds.items())}; CLIP metrics x100, "
+             "diversity: lower = more diverse; motion accuracy counts `none` as wrong; first-frame fidelity "
+             "is empty where no first frame was given).", "", "## Overall", "", _md_table(table[overall], std)]
     for m in motions:
         cols = [c for c in table.columns if c.startswith(f"{m}/")]
         sub = table[cols].rename(columns=lambda c: c.split("/", 1)[1])

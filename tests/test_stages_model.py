@@ -53,7 +53,7 @@ def _write_world(root: Path) -> None:
     prompts.parent.mkdir(parents=True, exist_ok=True)
     with open(prompts, "w", newline="") as f:
         csv.writer(f).writerows([("motion", "prompt")] + [(m, c.caption(m)) for m in MOTIONS
-                                                          for c in world.eval_contents(m, 2)])
+                                                          for c in world.contents(m, "test", 2)])
 
 
 def _write_latents(root: Path, params) -> None:
@@ -163,7 +163,7 @@ def test_generate_writes_videos_index_and_pins_the_first_frame(project):
         reader = csv.DictReader(f)
         rows = list(reader)
     assert tuple(reader.fieldnames) == GENERATED_COLUMNS and len(rows) == 2 == result["videos"]
-    assert [r["prompt"] for r in rows] == [c.caption("rain") for c in world.eval_contents("rain", 2)]
+    assert [r["prompt"] for r in rows] == [c.caption("rain") for c in world.contents("rain", "test", 2)]
     comps = load_sd_components(str(root / params.model.base))
     pipe = LampPipeline(comps.vae, comps.text_encoder, comps.tokenizer, None, comps.scheduler)
     from PIL import Image

@@ -21,9 +21,9 @@ from safetensors.numpy import save_file
 from lamp_model.config import load_params
 from lamp_model.errors import ModelUnavailableError
 from lamp_model.metrics import ClipScorer, alignment
-from lamp_model.motion_score import MotionCentroids
+from lamp_model.motion_score import MotionClassifier
 from lamp_model.video import make_contact_sheet, read_video, write_gif, write_mp4
-from lamp_model.world import eval_contents, render_video, training_contents
+from lamp_model.world import contents, render_video, training_contents
 from tasks import metrics as metrics_stage
 from tasks import report as report_stage
 from tasks.common import GENERATED_COLUMNS, METRIC_KEYS, Layout, StageError, read_generated, stage_main
@@ -51,11 +51,12 @@ def write_generated(layout: Layout) -> None:
         folder = layout.generated(m)
         folder.mkdir(parents=True)
         videos, rows = [], []
-        for i, content in enumerate(eval_contents(m, 2)):
+        for i, content in enumerate(contents(m, "test", 2)):
             if m == "helicopter":  # static and identical
-                video = np.repeat(render_video(m, eval_contents(m, 1)[0], frames=1)[0][None], 16, axis=0)
+                video = np.repeat(render_video(m, contents(m, "test", 1)[0], frames=1, split="test")[0][None], 16,
+                                  axis=0)
             else:
-                video = render_video(m, content, frames=16, seed=500 + i)
+                video = render_video(m, content, frames=16, seed=i, split="test")
             name = f"p{i}_s0"
             write_mp4(video, folder / f"{name}.mp4")
             write_gif(video, folder / f"{name}.gif")
@@ -102,7 +103,7 @@ def test_metrics_json_layout(project):
     assert list(m["per_motion"]) == MOTIONS
     for s in m["per_motion"].values():
         assert set(s) == {"n_videos", "alignment", "consistency", "diversity", "motion_accuracy",
-                          "first_frame_fidelity"}
+                          "first_frame_fidelity", "motion_precision", "motion_recall"}
         assert s["n_videos"] == 2
     assert m["overall"]["n_videos"] == 8
     assert m["overall"]["motion_chance"] == 0.25
@@ -120,14 +121,30 @@ def test_identical_static_videos_consistency_and_diversity_are_100(project):
 def test_motion_accuracy(project):
     rows = read_rows(project)
     for r in rows:
-        if r["motion"] == "helicopter":  # nothing moves: predicted static, never correct
-            assert (r["predicted_motion"], r["motion_correct"]) == ("static", "False")
+        if r["motion"] == "helicopter":  # nothing moves: rejected (none), never correct
+            assert (r["predicted_motion"], r["motion_correct"]) == ("none", "False")
         else:  # world renders of the right motion are recognised
             assert (r["predicted_motion"], r["motion_correct"]) == (r["motion"], "True")
     m = read_metrics(project)
     assert m["per_motion"]["helicopter"]["motion_accuracy"] == 0
     assert m["per_motion"]["rain"]["motion_accuracy"] == 1
     assert m["overall"]["motion_accuracy"] == 0.75  # 6 of 8
+    assert m["overall"]["motion_none_share"] == 0.25  # helicopter's 2
+    assert m["per_motion"]["rain"]["motion_precision"] == 1 and m["per_motion"]["rain"]["motion_recall"] == 1
+    assert m["per_motion"]["helicopter"]["motion_recall"] == 0
+    assert m["per_motion"]["helicopter"]["motion_precision"] is None  # nothing was called helicopter
+
+
+def test_confusion_matrix_file_and_report(project):
+    reports = project["layout"].reports
+    confusion = json.loads((reports / "confusion.json").read_text())
+    assert confusion["labels"] == [*MOTIONS, "none"]
+    assert confusion["counts"]["helicopter"]["none"] == 2
+    assert all(confusion["counts"][m][m] == 2 for m in MOTIONS[1:])
+    assert sum(sum(row.values()) for row in confusion["counts"].values()) == 8
+    summary = (reports / "summary.md").read_text()
+    assert "## Confusion matrix" in summary and "| helicopter | **0** | 0 | 0 | 0 | 2 |" in summary
+    assert (reports / "plots" / "confusion.png").stat().st_size > 0
 
 
 def test_per_video_csv_and_aggregates(project):
@@ -144,8 +161,8 @@ def test_per_video_csv_and_aggregates(project):
     assert m["overall"]["diversity"] == pytest.approx(
         np.mean([s["diversity"] for s in m["per_motion"].values()]), abs=1e-3)
     assert m["overall"]["diversity_all_videos"] is not None
-    centroids = MotionCentroids.from_json((project["layout"].reports / "motion_centroids.json").read_text())
-    assert sorted(centroids.centroids) == sorted(MOTIONS)
+    classifier = MotionClassifier.from_json((project["layout"].reports / "motion_centroids.json").read_text())
+    assert sorted(classifier.motions) == sorted(MOTIONS)
 
 
 def test_alignment_is_with_the_videos_own_prompt(project):
@@ -272,5 +289,5 @@ def test_rerun_is_byte_identical(project):
     metrics_stage.run(params, root)
     report_stage.run(params, root)
     files = {p.relative_to(root): p.read_bytes() for p in sorted(layout.reports.rglob("*")) if p.is_file()}
-    assert files.keys() == project["files"].keys() and len(files) == 3 + 2 + 5 + len(params.motions)  # + examples/<motion>.gif
+    assert files.keys() == project["files"].keys() and len(files) == 4 + 2 + 6 + len(params.motions)  # + examples/<motion>.gif
     assert [k for k in files if files[k] != project["files"][k]] == []
