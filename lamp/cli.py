@@ -532,10 +532,11 @@ def compare(
 ):
     """Ablation table from MLflow: one row per variant of the ablation flow, one column per metric.
 
-    Reads the latest finished `metrics` run of each variant from the MLflow store named in
-    ROOT/params.yaml (tracking.uri, tracking.experiment) and writes OUT/comparison.csv (overall
-    and <motion>/<metric> columns), OUT/comparison.md (overall and per-motion tables) and
-    OUT/comparison.png (bar plots); prints the overall columns. --params/--set are refused: the
+    Reads the latest finished `metrics` run of each variant and seed from the MLflow store named in
+    ROOT/params.yaml (tracking.uri, tracking.experiment), averages over seeds, and writes
+    OUT/comparison.csv (n_seeds, overall means and their <metric>_std, <motion>/<metric> columns),
+    OUT/comparison.md (overall mean ± std and per-motion tables) and OUT/comparison.png (bar
+    plots); prints the overall means. --params/--set are refused: the
     store is the one ROOT/params.yaml names.
     """
     if set_ or _other_params_file(root, params):
@@ -551,7 +552,7 @@ def compare(
         table = build_comparison(root, ablation_run_id, out_dir)
     except RuntimeError as e:  # no finished ablation runs
         raise CliError(f"{e}; run the ablations first: python -m flows.ablations") from None
-    overall = [c for c in table.columns if "/" not in c]
+    overall = [c for c in table.columns if "/" not in c and not c.endswith("_std")]
     typer.echo(table[overall].round(2).to_string())
     _wrote(*sorted(p for p in Path(out_dir).glob("comparison.*") if p.is_file()))
 

@@ -1,8 +1,11 @@
-"""Generate the README's figure table from the files that hold the figures.
+"""Generate the README's figure table (and its example videos) from the files that hold them.
 
 The README states no figure of its own: the table between `<!-- figures:start -->` and
 `<!-- figures:end -->` is built from reports/metrics.json, reports/run_time.json and the committed
-benchmark results, so it cannot drift from them.
+benchmark results, so it cannot drift from them. The examples between `<!-- examples:start -->`
+and `<!-- examples:end -->` follow a fixed rule: the first test prompt of every motion, first
+seed, with what the motion score sees in it (reports/examples/index.csv, written by the report
+stage), whatever it scores.
 
     python scripts/readme_figures.py            # rewrite the table in README.md
     python scripts/readme_figures.py --check    # exit 1, naming each stale figure, if it differs
@@ -13,6 +16,7 @@ which file feeds which row is the ROWS list below, the only place that says so.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -147,11 +151,35 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
-def split(readme: str) -> tuple[str, str, str]:
-    if START not in readme or END not in readme:
-        sys.exit(f"readme_figures: README.md has no {START} ... {END} block")
-    head, rest = readme.split(START, 1)
-    body, tail = rest.split(END, 1)
+EXAMPLES_START, EXAMPLES_END = "<!-- examples:start -->", "<!-- examples:end -->"
+
+
+def examples(root: Path, per_row: int = 4) -> str:
+    """Each motion's first test prompt (prompt 0, first seed): gif, prompt, what the score sees."""
+    path = root / "reports/examples/index.csv"
+    if not path.is_file():
+        sys.exit("readme_figures: reports/examples/index.csv is missing (the source of the README's examples)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = []
+    for r in rows:
+        seen = r["predicted_motion"] + ("" if r["motion_correct"] == "True" else " (wrong)")
+        cells.append((f"![{r['motion'].replace('_', ' ')}](reports/examples/{r['gif']})",
+                      f"*{r['prompt']}*: seen as {seen}"))
+    lines = []
+    for k in range(0, len(cells), per_row):
+        chunk = cells[k:k + per_row]
+        if k == 0:
+            lines += ["| " + " | ".join([""] * len(chunk)) + " |", "|" + "---|" * len(chunk)]
+        lines += ["| " + " | ".join(g for g, _ in chunk) + " |", "| " + " | ".join(c for _, c in chunk) + " |"]
+    return "\n".join(lines)
+
+
+def split(readme: str, start: str = START, end: str = END) -> tuple[str, str, str]:
+    if start not in readme or end not in readme:
+        sys.exit(f"readme_figures: README.md has no {start} ... {end} block")
+    head, rest = readme.split(start, 1)
+    body, tail = rest.split(end, 1)
     return head, body.strip("\n"), tail
 
 
@@ -185,16 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=ROOT, help="project root (default: this checkout)")
     args = p.parse_args(argv)
     readme_path = args.root / "README.md"
-    head, body, tail = split(readme_path.read_text())
+    readme = readme_path.read_text()
+    head, body, tail = split(readme)
     fresh = table(args.root)
+    ex_head, ex_body, ex_tail = split(readme, EXAMPLES_START, EXAMPLES_END)
+    fresh_examples = examples(args.root)
     if args.check:
         problems = stale(body, fresh)
+        if ex_body != fresh_examples:
+            problems.append("the example videos' prompts or scores differ from reports/per_video.csv")
         for line in problems:
             print(f"stale figure in README.md: {line}", file=sys.stderr)
         if problems:
             print("run: python scripts/readme_figures.py", file=sys.stderr)
         return 1 if problems else 0
-    readme_path.write_text(f"{head}{START}\n{fresh}\n{END}{tail}")
+    readme = f"{head}{START}\n{fresh}\n{END}{tail}"
+    ex_head, _, ex_tail = split(readme, EXAMPLES_START, EXAMPLES_END)
+    readme_path.write_text(f"{ex_head}{EXAMPLES_START}\n{fresh_examples}\n{EXAMPLES_END}{ex_tail}")
     return 0
 
 

@@ -8,8 +8,9 @@ Writes, under `reports/`:
 - gallery.html: every generated gif with its prompt and scores, grouped by motion,
   plus each motion's contact sheet; relative links, no scripts or CDN, so it opens
   offline straight from the folder.
-- examples/<motion>.gif: each motion's first generated video (a copy, small enough to
-  commit), shown with its prompt in summary.md and the README.
+- examples/<motion>.gif: each motion's first generated video (first prompt, first seed: a
+  fixed rule, whatever it scores; a copy, small enough to commit), shown with its prompt in
+  summary.md and the README; examples/index.csv: their prompts and scores.
 
 Output depends on the inputs only (no timestamps, no software versions in the PNGs),
 so an unchanged run gives the same bytes and DVC's cache stays valid.
@@ -107,6 +108,11 @@ def write_examples(params: Params, layout: Layout, rows: list[dict]) -> list[tup
             raise StageError(f"{gen / 'index.csv'}: {gif.name} or its scores are missing; rerun `generate` and `metrics`")
         shutil.copyfile(gif, folder / f"{motion}.gif")
         examples.append((motion, row, folder / f"{motion}.gif"))
+    with atomic_write(folder / "index.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")  # the README's example table is generated from it
+        writer.writerow(("motion", "gif", "prompt", "seed", "predicted_motion", "motion_correct"))
+        writer.writerows((m, gif.name, r["prompt"], r["seed"], r["predicted_motion"], r["motion_correct"])
+                         for m, r, gif in examples)
     return examples
 
 

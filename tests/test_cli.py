@@ -473,7 +473,10 @@ def test_compare_table_from_mlflow_runs(flow_project, ablations):
         rows = list(csv.DictReader(f))
     assert [r["variant"] for r in rows] == ["full", "first_frame_base", "no_shared_noise"]  # spec order
     for r in rows:
-        values = {k: float(v) for k, v in r.items() if k != "variant" and v != ""}
+        assert float(r["n_seeds"]) == 1  # one run per variant: no spread
+        assert all(float(v) == 0 for k, v in r.items() if k.endswith("_std") and v != "")
+        values = {k: float(v) for k, v in r.items()
+                  if k not in ("variant", "n_seeds") and not k.endswith("_std") and v != ""}
         assert values.keys() == logged[r["variant"]].keys()
         assert {"alignment", "consistency", "rain/alignment", f"{MOTION}/motion_accuracy"} <= values.keys()
         for k, v in values.items():

@@ -48,7 +48,7 @@ def test_readme_figure_table_matches_its_sources():
 
 def _copy_sources(dst: Path) -> None:
     import shutil
-    for rel in ["README.md", "reports/metrics.json", "reports/run_time.json"]:
+    for rel in ["README.md", "reports/metrics.json", "reports/run_time.json", "reports/examples/index.csv"]:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(README.parent / rel, dst / rel)
     shutil.copytree(README.parent / "benchmarks" / "results", dst / "benchmarks" / "results")

@@ -247,14 +247,20 @@ def test_examples_are_each_motions_first_gif_with_its_prompt(project):
     layout = project["layout"]
     text = (layout.reports / "summary.md").read_text(encoding="utf-8")
     rows = {r["mp4"]: r for r in csv.DictReader(open(layout.reports / "per_video.csv", newline=""))}
-    gifs = sorted((layout.reports / "examples").iterdir())
-    assert gifs and all(g.suffix == ".gif" for g in gifs)
+    gifs = sorted((layout.reports / "examples").glob("*.gif"))
+    assert [g.stem for g in gifs] == sorted(MOTIONS)
+    with open(layout.reports / "examples" / "index.csv", newline="") as f:
+        listed = list(csv.DictReader(f))
+    assert [r["motion"] for r in listed] == MOTIONS  # the README's example table comes from it
     for gif in gifs:
         motion = gif.stem
         first = read_generated(layout, motion)[0]
         assert gif.read_bytes() == (layout.generated(motion) / first["gif"]).read_bytes()
         mp4 = os.path.relpath(layout.generated(motion) / first["mp4"], layout.out).replace(os.sep, "/")
         assert f"| {motion} | ![{motion}](examples/{motion}.gif) | {rows[mp4]['prompt']} (seed" in text
+        entry = next(r for r in listed if r["motion"] == motion)
+        assert (entry["gif"], entry["prompt"], entry["predicted_motion"]) == (
+            gif.name, rows[mp4]["prompt"], rows[mp4]["predicted_motion"])
 
 
 def test_plots_are_pngs(project):
@@ -289,5 +295,5 @@ def test_rerun_is_byte_identical(project):
     metrics_stage.run(params, root)
     report_stage.run(params, root)
     files = {p.relative_to(root): p.read_bytes() for p in sorted(layout.reports.rglob("*")) if p.is_file()}
-    assert files.keys() == project["files"].keys() and len(files) == 4 + 2 + 6 + len(params.motions)  # + examples/<motion>.gif
+    assert files.keys() == project["files"].keys() and len(files) == 4 + 2 + 6 + 1 + len(params.motions)  # + examples/index.csv, <motion>.gif
     assert [k for k in files if files[k] != project["files"][k]] == []
