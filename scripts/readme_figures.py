@@ -75,7 +75,8 @@ def mean_std(acc: dict[int, float]) -> str:
 def main_job(root: Path) -> tuple[str, str]:
     m = load(root, "reports/metrics.json")["overall"]
     t = load(root, "reports/run_time.json")
-    how_long = (f"{minutes_range(t['minutes'])} ({len(t['minutes'])} fresh-clone runs, {t['machine']},"
+    runs = f"{len(t['minutes'])} fresh-clone run" + ("s" if len(t["minutes"]) > 1 else "")
+    how_long = (f"{minutes_range(t['minutes'])} ({runs}, {t['machine']},"
                 f" measured {t['measured']}) + {minutes_range(t['setup_minutes'])} set-up")
     reaches = (f"motion accuracy **{pct(m['motion_accuracy'])}** on {m['n_videos']} test videos "
                f"(chance {pct(m['motion_chance'])}; rejected as `none`: {pct(m['motion_none_share'])}); "
