@@ -112,12 +112,20 @@ def _foreground_slopes(grey: list[np.ndarray], xs: np.ndarray, ys: np.ndarray) -
     return 100 * float(np.polyfit(t, cx, 1)[0]), 100 * float(np.polyfit(t, cy, 1)[0])
 
 
-def motion_descriptor(frames: np.ndarray) -> np.ndarray:
-    """float32 vector of len(FEATURES) for uint8 RGB frames [f, h, w, 3], f >= 2."""
+def _checked_grey(frames: np.ndarray) -> list[np.ndarray]:
+    """`_grey` of uint8 RGB frames [f>=2, h, w, 3], which both the descriptor and the evidence read."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
         raise ValueError(f"need RGB frames [f>=2, h, w, 3], got shape {frames.shape}")
-    blurred = _grey(frames.astype(np.uint8))
+    return _grey(frames.astype(np.uint8))
+
+
+def motion_descriptor(frames: np.ndarray) -> np.ndarray:
+    """float32 vector of len(FEATURES) for uint8 RGB frames [f, h, w, 3], f >= 2."""
+    return _descriptor(_checked_grey(frames))
+
+
+def _descriptor(blurred: list[np.ndarray]) -> np.ndarray:
     grey = _median3(blurred)
     h, w = grey[0].shape
     ys, xs = np.mgrid[0:h, 0:w]
@@ -170,10 +178,16 @@ def failure_videos(clip: np.ndarray, rng: np.random.Generator) -> dict[str, np.n
 
 def motion_evidence(frames: np.ndarray) -> np.ndarray:
     """float32 [sustained change, explained change] (`EVIDENCE`) for uint8 RGB frames [f>=2, h, w, 3]."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 2:
-        raise ValueError(f"need RGB frames [f>=2, h, w, 3], got shape {frames.shape}")
-    grey = _grey(frames.astype(np.uint8))
+    return _evidence(_checked_grey(frames))
+
+
+def describe(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(`motion_descriptor`, `motion_evidence`) of a video, from one pass over its frames."""
+    grey = _checked_grey(frames)
+    return _descriptor(grey), _evidence(grey)
+
+
+def _evidence(grey: list[np.ndarray]) -> np.ndarray:
     stack = np.stack(grey).astype(np.float32)
     k = min(CHANGE_WINDOW, len(stack) - 1)
     change = np.abs(stack[k:] - stack[:-k]).reshape(len(stack) - k, -1)
@@ -221,8 +235,9 @@ class MotionClassifier:
         of the explained-change thresholds comes from `failure_videos` of every 4th clip."""
         if not clips_by_motion or any(len(c) == 0 for c in clips_by_motion.values()):
             raise ValueError("fit_clips needs at least one clip for every motion")
-        descriptors = {m: [motion_descriptor(c) for c in clips] for m, clips in clips_by_motion.items()}
-        evidence = {m: np.stack([motion_evidence(c) for c in clips]) for m, clips in clips_by_motion.items()}
+        described = {m: [describe(c) for c in clips] for m, clips in clips_by_motion.items()}
+        descriptors = {m: [d for d, _ in pairs] for m, pairs in described.items()}
+        evidence = {m: np.stack([e for _, e in pairs]) for m, pairs in described.items()}
         rng = np.random.default_rng(seed)
         failed = [motion_evidence(v)[1] for clips in clips_by_motion.values() for c in clips[::4]
                   for v in failure_videos(c, rng).values()]
@@ -274,7 +289,7 @@ class MotionClassifier:
 
     def classify(self, frames: np.ndarray) -> str:
         """The motion a video shows (uint8 RGB [f>=2, h, w, 3]), or `NONE`."""
-        return self.decide(motion_descriptor(frames), motion_evidence(frames))
+        return self.decide(*describe(frames))
 
     def accuracy(self, labelled: list[tuple[np.ndarray, str]]) -> float:
         """Fraction of (frames, true motion) pairs classified right (`NONE` is always wrong)."""

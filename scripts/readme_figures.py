@@ -219,22 +219,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     readme_path = args.root / "README.md"
     readme = readme_path.read_text()
-    head, body, tail = split(readme)
-    fresh = table(args.root)
-    ex_head, ex_body, ex_tail = split(readme, EXAMPLES_START, EXAMPLES_END)
-    fresh_examples = examples(args.root)
+    _, body, _ = split(readme)
+    _, ex_body, _ = split(readme, EXAMPLES_START, EXAMPLES_END)
+    fresh, fresh_examples = table(args.root), examples(args.root)
     if args.check:
         problems = stale(body, fresh)
         if ex_body != fresh_examples:
-            problems.append("the example videos' prompts or scores differ from reports/per_video.csv")
+            problems.append("the example videos' prompts or scores differ from reports/examples/index.csv")
         for line in problems:
             print(f"stale figure in README.md: {line}", file=sys.stderr)
         if problems:
             print("run: python scripts/readme_figures.py", file=sys.stderr)
         return 1 if problems else 0
-    readme = f"{head}{START}\n{fresh}\n{END}{tail}"
-    ex_head, _, ex_tail = split(readme, EXAMPLES_START, EXAMPLES_END)
-    readme_path.write_text(f"{ex_head}{EXAMPLES_START}\n{fresh_examples}\n{EXAMPLES_END}{ex_tail}")
+    for start, end, block in ((START, END, fresh), (EXAMPLES_START, EXAMPLES_END, fresh_examples)):
+        head, _, tail = split(readme, start, end)
+        readme = f"{head}{start}\n{block}\n{end}{tail}"
+    readme_path.write_text(readme)
     return 0
 
 

@@ -171,8 +171,7 @@ def summary_markdown(params: Params, layout: Layout, metrics: dict,
                  f"{_fmt(overall.get('first_frame_fidelity'))} |")
     lines += ["", "Plots: " + ", ".join(f"[{k}](plots/{k}.png)" for k in (*METRIC_KEYS, "confusion")) + ".",
               "Videos with prompts and scores: [gallery.html](gallery.html).", ""]
-    if "confusion" in metrics:
-        lines += confusion_markdown(metrics["confusion"], overall.get("motion_none_share"))
+    lines += confusion_markdown(metrics["confusion"], overall.get("motion_none_share"))
     if examples:
         lines += ["## Examples", "", "The first generated video of each motion (its eval prompt, seed) and the "
                   "motion the optical-flow score sees in it.", "",

@@ -60,7 +60,8 @@ def run(params: Params, root: Path) -> dict:
         with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([("motion", "prompt"), *prompts])
         log.info("wrote %d %s prompts to %s", len(prompts), split, path)
-    result["eval_prompts"] = len(world.eval_prompts(params.world.seed))
+        if split == "test":
+            result["eval_prompts"] = len(prompts)
     result["outputs"] = outputs
     return result
 
