@@ -3,23 +3,23 @@
 All decoding and encoding goes through the static ffmpeg shipped by
 imageio-ffmpeg (there is no ffprobe), so metadata is read from what ffmpeg
 itself prints. Frames in memory are uint8 RGB arrays [f, h, w, 3].
+Both packages are imported on the first read or write, not with this module:
+the resize and clip helpers (and everything that imports them) work without them.
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
-import ffmpeg
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from lamp_model.io import atomic_write
-
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 _NOPTS = -(2**62)  # framecrc prints AV_NOPTS_VALUE (int64 min) for unknown timestamps
 _SIZE = re.compile(r", (\d+)x(\d+)\b")
@@ -29,6 +29,47 @@ _RATE = re.compile(r"([\d.]+)(k?) (?:fps|tbr)\b")
 
 class VideoError(Exception):
     """A video file that cannot be read or written; the message names the file."""
+
+
+class VideoBackendMissing(VideoError, ImportError):
+    """ffmpeg-python or imageio-ffmpeg is not installed: no video can be read or written here."""
+
+
+# module name -> PyPI package. Imported on first video read/write only, so the model package
+# (UNet, pipeline, training) imports on machines without them, e.g. a bare GPU image.
+_BACKEND = {"ffmpeg": "ffmpeg-python", "imageio_ffmpeg": "imageio-ffmpeg"}
+
+
+@functools.cache
+def _backend():
+    """(ffmpeg module, ffmpeg executable), looked up once; one clear error line if missing."""
+    modules, missing = {}, []
+    for name, package in _BACKEND.items():
+        try:
+            modules[name] = importlib.import_module(name)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise VideoBackendMissing(
+            f"video read/write needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            f"not installed: pip install {' '.join(missing)}") from None
+    try:
+        exe = modules["imageio_ffmpeg"].get_ffmpeg_exe()
+    except RuntimeError as e:  # no bundled binary for this platform and none on PATH
+        raise VideoBackendMissing(f"no ffmpeg executable found ({e}); install ffmpeg or set "
+                                  "IMAGEIO_FFMPEG_EXE to one") from None
+    return modules["ffmpeg"], exe
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg executable every read and write runs (imageio-ffmpeg's static build)."""
+    return _backend()[1]
+
+
+def __getattr__(name):
+    if name == "FFMPEG":  # the executable's path, resolved on first access
+        return ffmpeg_exe()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -50,9 +91,10 @@ class VideoInfo:
 
 def _run(stream, path) -> tuple[bytes, str]:
     """Run an ffmpeg graph; turn any failure into a VideoError naming `path`."""
+    ffmpeg, exe = _backend()
     try:
         out, err = stream.global_args("-hide_banner", "-nostdin").run(
-            cmd=FFMPEG, capture_stdout=True, capture_stderr=True
+            cmd=exe, capture_stdout=True, capture_stderr=True
         )
     except ffmpeg.Error as e:
         stderr = e.stderr.decode(errors="replace")
@@ -63,7 +105,7 @@ def _run(stream, path) -> tuple[bytes, str]:
         ) from None
     except OSError as e:  # ffmpeg could not be started or its pipes failed (out of memory, I/O error)
         raise VideoError(
-            f"{path}: reading failed ({e.strerror or e}); check that the file and {FFMPEG} are readable "
+            f"{path}: reading failed ({e.strerror or e}); check that the file and {exe} are readable "
             "and the machine has memory free, then rerun"
         ) from None
     return out, err.decode(errors="replace")
@@ -100,6 +142,7 @@ def probe(path) -> VideoInfo:
     files get their true average rate.
     """
     path = Path(path)
+    ffmpeg, _ = _backend()
     _check_exists(path)
     listing, stderr = _run(
         ffmpeg.input(str(path))["V:0"].output("pipe:", c="copy", format="framecrc"), path
@@ -157,6 +200,7 @@ def read_video(path, fps: float | None = None) -> tuple[np.ndarray, float]:
         raise ValueError(f"fps must be positive, got {fps}")
     path = Path(path)
     info = probe(path)  # also rejects missing, truncated and video-less files
+    ffmpeg, _ = _backend()
     rate = float(fps) if fps is not None else info.fps
     out, stderr = _run(
         ffmpeg.input(str(path))["V:0"]
@@ -247,13 +291,15 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
 
 def _raw_input(frames: np.ndarray, fps: float):
     h, w = frames.shape[1:3]
+    ffmpeg, _ = _backend()
     return ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
 
 
 def _encode(stream, frames: np.ndarray, path: Path) -> None:
+    ffmpeg, exe = _backend()
     try:
         stream.global_args("-hide_banner", "-loglevel", "error").overwrite_output().run(
-            cmd=FFMPEG, input=np.ascontiguousarray(frames).tobytes(), capture_stdout=True,
+            cmd=exe, input=np.ascontiguousarray(frames).tobytes(), capture_stdout=True,
             capture_stderr=True,
         )
     except ffmpeg.Error as e:
@@ -272,6 +318,7 @@ def write_mp4(frames: np.ndarray, path, fps: float = 8) -> None:
     h, w = frames.shape[1:3]
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     path = Path(path)
+    _backend()  # fail before a temporary file exists
     with atomic_write(path) as tmp:
         stream = _raw_input(frames, fps).output(
             str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=18,
@@ -289,6 +336,7 @@ def write_gif(frames: np.ndarray, path, fps: float = 8) -> None:
     """
     frames = _check_frames(frames)
     path = Path(path)
+    ffmpeg, _ = _backend()
     with atomic_write(path) as tmp:
         split = _raw_input(frames, fps).split()
         palette = split[1].filter("palettegen")
