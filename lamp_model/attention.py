@@ -30,17 +30,23 @@ class FirstFrameAttnProcessor:
 
         query = attn.to_q(hidden_states)
         first = hidden_states.reshape(b, f, n, c)[:, 0]  # [b, n, c]
-        key = attn.to_k(first).repeat_interleave(f, dim=0)
-        value = attn.to_v(first).repeat_interleave(f, dim=0)
-
+        key, value = attn.to_k(first), attn.to_v(first)
         heads = attn.heads
         head_dim = key.shape[-1] // heads
-        query, key, value = (t.reshape(bf, -1, heads, head_dim).transpose(1, 2) for t in (query, key, value))
-        if attention_mask is not None:
+        key, value = (t.reshape(b, n, heads, head_dim).transpose(1, 2) for t in (key, value))
+        if attention_mask is None:
+            # All f frames of a video attend to the same keys: one attention per video over its
+            # f*n queries, instead of f copies of frame 0's K/V. Same result, no copy.
+            query = query.reshape(b, f * n, heads, head_dim).transpose(1, 2)
+            out = F.scaled_dot_product_attention(query, key, value)
+        else:  # a mask per frame (unused by LAMP's UNet): one attention per frame, K/V copied per frame
             attention_mask = attn.prepare_attention_mask(attention_mask, n, bf)
             attention_mask = attention_mask.view(bf, heads, -1, attention_mask.shape[-1])
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
-        out = out.transpose(1, 2).reshape(bf, -1, heads * head_dim).to(query.dtype)
+            key, value = (t[:, None].expand(b, f, heads, n, head_dim).reshape(bf, heads, n, head_dim)
+                          for t in (key, value))
+            query = query.reshape(bf, n, heads, head_dim).transpose(1, 2)
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        out = out.transpose(1, 2).reshape(bf, n, heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
             out = out + residual

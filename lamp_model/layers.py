@@ -49,11 +49,15 @@ class TSMConv2d(nn.Module):
         f = self.ctx.num_frames
         bf, c, h, w = y2d.shape
         b = bf // f
-        seq = y2d.reshape(b, f, c, h, w).permute(0, 3, 4, 2, 1).reshape(b * h * w, c, f)
+        # The conv1d over frames at every pixel is a (k x 1) conv2d on [b, c, f, h*w]: one
+        # layout change (the padding copy of a transposed view) instead of two permute round
+        # trips through [b*h*w, c, f]; the result is added back through a view.
         pad = (self.kernel_size - 1, 0) if self.causal else ((self.kernel_size - 1) // 2,) * 2
-        motion = self.temporal(F.pad(seq, pad))
-        motion = motion.reshape(b, h, w, c, f).permute(0, 4, 3, 1, 2).reshape(bf, c, h, w)
-        return y2d + motion * torch.sigmoid(self.gate(y2d))
+        seq = F.pad(y2d.reshape(b, f, c, h * w).transpose(1, 2), (0, 0, *pad))  # [b, c, f + k - 1, hw]
+        motion = F.conv2d(seq, self.temporal.weight[..., None], self.temporal.bias)  # [b, c, f, hw]
+        gate = torch.sigmoid(self.gate(y2d)).reshape(b, f, 1, h * w)
+        out = torch.addcmul(y2d.reshape(b, f, c, h * w), motion.transpose(1, 2), gate)
+        return out.reshape(bf, c, h, w)
 
 
 def frame_positions(num_frames: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
