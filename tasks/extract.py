@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lamp_model.config import Params
 from lamp_model.io import atomic_write
-from lamp_model.video import VideoError, fit_frames, read_video, sample_clips
+from lamp_model.video import VideoBackendMissing, VideoError, fit_frames, read_video, sample_clips
 from tasks.common import Layout, StageError, read_captions, stage_main
 
 log = logging.getLogger("lamp")
@@ -61,6 +61,8 @@ def run(params: Params, root: Path, motion: str | None = None) -> dict:
                 frames, fps = read_video(path)
                 picks = sample_clips(len(frames), c.frames, c.stride, c.clips_per_video)
                 reason = None
+            except VideoBackendMissing:
+                raise  # no video can be read here: one line saying what to install, not N skipped files
             except VideoError as e:
                 reason = str(e).removeprefix(f"{path}: ")
             except ValueError as e:  # too short for one clip
