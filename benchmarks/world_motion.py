@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
 
     frames, train_clips, eval_clips = render(args.videos, args.height, args.width, split=args.split)
     captions = [c.caption(m) for m in world.MOTIONS for c in world.training_contents(m, args.videos)
-                for _ in range(24)]
+                for _ in range(len(frames) // (len(world.MOTIONS) * args.videos))]
     classifier = MotionClassifier().fit_clips(train_clips)
     if args.base:
         comps, t_vae, t_unet = load_sd_components(args.base, device), 0.0, 0.0
@@ -152,8 +152,8 @@ def main(argv=None) -> dict:
     print(f"base: VAE {t_vae:.0f} s, UNet {t_unet:.0f} s; VAE round trip PSNR {vae_eval['psnr_db']:.1f} dB, "
           f"motion accuracy {vae_eval['round_trip_motion_accuracy']:.3f}", flush=True)
     prompts = {m: [c.caption(m) for c in world.contents(m, args.split, 6)] for m in world.MOTIONS}
-    clip_captions = {m: [c.caption(m) for c in world.training_contents(m, args.videos) for _ in range(2)]
-                     for m in world.MOTIONS}
+    clip_captions = {m: [c.caption(m) for c in world.training_contents(m, args.videos)
+                         for _ in range(len(train_clips[m]) // args.videos)] for m in world.MOTIONS}
 
     motions = args.motions.split(",")
     unknown = sorted(set(motions) - set(world.MOTIONS))

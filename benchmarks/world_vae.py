@@ -28,24 +28,29 @@ from diffusers import AutoencoderKL
 from benchmarks.common import machine_info
 from lamp_model import world
 from lamp_model.base_training import _pixels, detail_map, train_vae
+from lamp_model.config import load_params
 from lamp_model.motion_score import MotionClassifier
 from lamp_model.small import small_vae_config
+from lamp_model.video import sample_clips
 
 DETAIL_THRESHOLD = 0.3  # detail_map above this: objects and their edges ("object PSNR")
 
 
 def render(n_train: int, height: int, width: int, seed: int = 0, split: str = "validation"):
-    """Training frames (all frames of 24-frame videos, as `make_dataset` renders them), training clips
-    (the extract stage's two 16-frame clips per video) and 6 held-out clips per motion from `split`."""
+    """Training frames (every frame of the world's videos, as `make_dataset` renders them), training
+    clips (cut as the extract stage cuts them) and 6 held-out clips per motion from `split`; video and
+    clip lengths from params.yaml (world.frames, clips.*)."""
+    prm = load_params()
+    n_frames, c = prm.world.frames, prm.clips
     frames, train_clips, eval_clips = [], {}, {}
     for m in world.MOTIONS:
         train_clips[m] = []
-        for i, c in enumerate(world.training_contents(m, n_train, seed)):
-            v = world.render_video(m, c, frames=24, height=height, width=width, seed=seed * 1000 + i)
+        for _, _, v in world.training_videos(m, n_train, frames=n_frames, height=height, width=width, seed=seed):
             frames.append(v)
-            train_clips[m] += [v[:16], v[8:24]]
-        eval_clips[m] = [world.render_video(m, c, frames=16, height=height, width=width, seed=i, split=split)
-                         for i, c in enumerate(world.contents(m, split, 6, seed))]
+            train_clips[m] += [v[idx] for idx in sample_clips(n_frames, c.frames, c.stride, c.clips_per_video)]
+        eval_clips[m] = [world.render_video(m, content, frames=c.frames, height=height, width=width, seed=i,
+                                            split=split)
+                         for i, content in enumerate(world.contents(m, split, 6, seed))]
     return np.concatenate(frames), train_clips, eval_clips
 
 
@@ -84,7 +89,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=96)
-    p.add_argument("--videos", type=int, default=12, help="training videos per motion")
+    p.add_argument("--videos", type=int, default=load_params().world.videos_per_motion,
+                   help="training videos per motion (world.videos_per_motion)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

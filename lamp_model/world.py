@@ -518,6 +518,15 @@ def training_contents(motion: str, n: int, seed: int = 0) -> list[Content]:
     return contents(motion, "train", n, seed)
 
 
+def training_videos(motion: str, n: int, *, frames: int = 24, height: int = 64, width: int = 96,
+                    seed: int = 0) -> list[tuple[Content, int, np.ndarray]]:
+    """(content, video seed, frames) of the n training videos of `motion`, exactly as `make_dataset`
+    writes them (video i is rendered with seed * 1000 + i on the train split)."""
+    return [(c, seed * 1000 + i, render_video(motion, c, frames=frames, height=height, width=width,
+                                               seed=seed * 1000 + i, split="train"))
+            for i, c in enumerate(training_contents(motion, n, seed))]
+
+
 def eval_prompts(seed: int = 0, split: str = "test") -> list[tuple[str, str]]:
     """48 (motion, prompt) rows, 6 per motion like the paper's eval set: the test set,
     or the validation set with split="validation"."""
@@ -549,10 +558,9 @@ def make_dataset(
         folder = out_dir / motion
         folder.mkdir(parents=True, exist_ok=True)
         captions = []
-        for i, content in enumerate(training_contents(motion, videos_per_motion, seed)):
-            name, video_seed = f"{i:02d}.mp4", seed * 1000 + i
-            video = render_video(motion, content, frames=frames, height=height, width=width, seed=video_seed,
-                                 split="train")
+        videos = training_videos(motion, videos_per_motion, frames=frames, height=height, width=width, seed=seed)
+        for i, (content, video_seed, video) in enumerate(videos):
+            name = f"{i:02d}.mp4"
             write_video(video, folder / name)
             caption = content.caption(motion)
             captions.append((name, caption))

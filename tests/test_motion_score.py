@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from lamp_model.config import load_params
 from lamp_model.motion_score import (
     FEATURES,
     NONE,
@@ -15,18 +16,20 @@ from lamp_model.motion_score import (
     motion_evidence,
 )
 from lamp_model.video import sample_clips
-from lamp_model.world import MOTIONS, Content, contents, render_video, training_contents
+from lamp_model.world import MOTIONS, Content, contents, render_video, training_videos
 
 F = {name: i for i, name in enumerate(FEATURES)}
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    """Fit as the metrics stage fits it: two 16-frame clips of each of 12 24-frame training videos."""
+    """Fit as the metrics stage fits it: the clips the extract stage cuts from the world's training
+    videos (params.yaml's world and clips settings)."""
+    w, c = load_params().world, load_params().clips
     clips = {}
     for m in MOTIONS:
-        videos = [render_video(m, c, frames=24, seed=i) for i, c in enumerate(training_contents(m, 12))]
-        clips[m] = [v[idx] for v in videos for idx in sample_clips(24, 16, 1, 2)]
+        videos = [v for _, _, v in training_videos(m, w.videos_per_motion, frames=w.frames)]
+        clips[m] = [v[idx] for v in videos for idx in sample_clips(w.frames, c.frames, c.stride, c.clips_per_video)]
     return MotionClassifier().fit_clips(clips)
 
 

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from lamp_model.config import load_params
 from lamp_model.world import (
     BACKGROUNDS,
     COLOURS,
@@ -23,6 +24,7 @@ from lamp_model.world import (
     render_first_frame,
     render_video,
     training_contents,
+    training_videos,
     visible_content,
 )
 
@@ -183,10 +185,10 @@ def test_no_held_out_first_frame_is_a_near_copy_of_a_training_frame(tmp_path):
     Measured 2026-12-06 (64x96): codec <= 22 grey levels, nearest held-out frame >= 62."""
     from lamp_model.video import read_video, write_mp4
 
+    w = load_params().world
     codec, nearest = 0.0, {}
     for motion in MOTIONS:
-        train = [render_video(motion, c, frames=24, seed=i, split="train")
-                 for i, c in enumerate(training_contents(motion, 12))]
+        train = [v for _, _, v in training_videos(motion, w.videos_per_motion, frames=w.frames)]
         for i, video in enumerate(train[:3]):
             write_mp4(video, tmp_path / f"{motion}{i}.mp4", fps=8)
             decoded, _ = read_video(tmp_path / f"{motion}{i}.mp4")
