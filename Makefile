@@ -47,9 +47,10 @@ $(STAMP):
 	touch $@
 
 ## The main job: render the motion world, train its base model, tune all 8 motions,
-## generate the 48 eval videos, score them and write reports/ (dvc repro).
+## generate the 48 eval videos, score them and write reports/ (`dvc repro report`: the
+## stages the report depends on; `dvc repro controlnet`, for `lamp edit`, is not part of it).
 run: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro report
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc metrics show
 
 ## The test suite (what .ci/run calls). Slow quality runs are excluded: `make test-slow`.

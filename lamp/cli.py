@@ -216,8 +216,9 @@ def edit(
         help="Use this image as the edited first frame instead of the ControlNet edit.")] = None,
     controlnet: Annotated[str, typer.Option(
         help="First-frame editor: 'auto' (small for the motion world / base first frames, else SD-XL), "
-             "'small' (ControlNet built from the base UNet, offline), or a canny ControlNet id/folder for "
-             "SD-XL (model.sdxl), e.g. diffusers/controlnet-canny-sdxl-1.0.")] = "auto",
+             "'small' (the motion world's canny ControlNet of `dvc repro controlnet`, "
+             "models/world_controlnet), or a canny ControlNet id/folder for SD-XL (model.sdxl), "
+             "e.g. diffusers/controlnet-canny-sdxl-1.0.")] = "auto",
     frames: Annotated[int, typer.Option(min=2, help="Frames to edit.")] = 24,
     stride: Annotated[int, typer.Option(min=1, help="Take every STRIDE-th frame of the video.")] = 2,
     tune_steps: Annotated[int, typer.Option(min=0, help="LAMP tuning steps on this one video.")] = 500,
@@ -254,32 +255,45 @@ def edit(
 
     from lamp_model import editing
     from lamp_model.animate import pipeline_from_components, save_image, save_video
+    from lamp_model.controlnet_training import SETTINGS_FILE, load_controlnet
     from lamp_model.first_frame import from_image
     from lamp_model.loading import load_sd_components
     from lamp_model.training import TrainSettings, train_motion
     from lamp_model.video import read_video, write_mp4
+    from tasks.common import Layout
 
     raw, _ = read_video(video)
     clip = editing.prepare_video(raw, frames, stride, h, w, policy)
     edited0 = from_image(first_frame, h, w, policy) if first_frame is not None else None
+    kind = controlnet
+    if kind == "auto":
+        kind = "small" if p.model.first_frame in ("world", "base") else editing.SDXL_CANNY_CONTROLNET
+    small_folder = Layout(root).world_controlnet
+    if edited0 is None and kind == "small" and not (small_folder / SETTINGS_FILE).is_file():
+        raise CliError(f"{small_folder}: no trained canny ControlNet for the motion world's base; build it with "
+                       "`dvc repro controlnet` (or pass --first-frame IMAGE)")
     device, _ = _device(p)
     comps = load_sd_components(_source(root, p.model.base), device, torch.float32)  # tuned in fp32
 
     if edited0 is None:
-        kind = controlnet
-        if kind == "auto":
-            kind = "small" if p.model.first_frame in ("world", "base") else editing.SDXL_CANNY_CONTROLNET
-        typer.echo(f"editing the first frame with the {'small base-model' if kind == 'small' else kind} "
+        typer.echo(f"editing the first frame with the {small_folder if kind == 'small' else kind} "
                    "canny ControlNet", err=True)
+        canny = {}
         if kind == "small":
-            cn_pipe = editing.small_controlnet_pipeline(comps)
+            net, settings = load_controlnet(small_folder, device)
+            if tuple(net.config.block_out_channels) != tuple(comps.unet.config.block_out_channels) or \
+                    net.config.cross_attention_dim != comps.unet.config.cross_attention_dim:
+                raise CliError(f"{small_folder}: trained for another base model than {p.model.base}; "
+                               "train it again with `dvc repro controlnet`")
+            cn_pipe = editing.small_controlnet_pipeline(comps, net)
+            canny = {"canny_low": settings.canny_low, "canny_high": settings.canny_high}
         else:
             cn_pipe = editing.load_sdxl_controlnet_pipeline(_source(root, kind), _source(root, p.model.sdxl),
                                                             device, _device(p)[1])
         cn_pipe.set_progress_bar_config(desc="edit first frame", leave=False)
         edited0 = editing.edit_first_frame(cn_pipe, clip[0], prompt, seed=seed, steps=p.model.first_frame_steps,
                                            guidance=p.model.first_frame_guidance,
-                                           conditioning_scale=controlnet_scale)
+                                           conditioning_scale=controlnet_scale, **canny)
         del cn_pipe
 
     pipe = pipeline_from_components(comps, switches=p.lamp.model_dump()).to(device)

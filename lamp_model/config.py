@@ -73,6 +73,18 @@ class BaseTrainParams(_Section):
     seed: int = 0
 
 
+class ControlNetParams(_Section):
+    """The motion world's canny ControlNet for `lamp edit` (stage `controlnet`; unused with real weights)."""
+
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0, le=1)
+    caption_dropout: float = Field(0.5, ge=0, le=1)  # share of steps with an empty prompt (ControlNet paper: 0.5)
+    canny_low: int = Field(100, ge=1)  # cv2.Canny hysteresis thresholds, the same in training and editing
+    canny_high: int = Field(200, ge=1)
+    seed: int = 0
+
+
 class LampParams(_Section):
     """Architecture switches (the paper's ablations 4 and 5 and two more), and one option."""
 
@@ -137,6 +149,7 @@ class Params(_Section):
     clips: ClipParams = ClipParams()
     model: ModelParams = ModelParams()
     base_train: BaseTrainParams = BaseTrainParams()
+    controlnet: ControlNetParams = ControlNetParams()
     lamp: LampParams = LampParams()
     train: TrainParams = TrainParams()
     sample: SampleParams = SampleParams()
@@ -161,6 +174,9 @@ class Params(_Section):
         if any(c % bt.unet_norm_groups for c in bt.unet_channels):
             raise ValueError(f"base_train.unet_norm_groups = {bt.unet_norm_groups}: must divide every "
                              f"base_train.unet_channels {bt.unet_channels} (GroupNorm groups)")
+        if self.controlnet.canny_low >= self.controlnet.canny_high:
+            raise ValueError(f"controlnet.canny_low = {self.controlnet.canny_low}: must be below controlnet.canny_high "
+                             f"= {self.controlnet.canny_high} (cv2.Canny's hysteresis thresholds)")
         return self
 
     def motion_prompt(self, motion: str) -> str:

@@ -7,7 +7,8 @@ The recipe, in order (the CLI chains these steps):
 2. `ddim_invert` the video's latents (empty prompt, no guidance) to the noise
    that regenerates it.
 3. Edit the first frame: `edit_first_frame` runs a ControlNet on its canny
-   edges (the paper uses SD-XL), so the layout stays and the look changes.
+   edges (the paper uses SD-XL; the motion world trains its own small one,
+   `lamp_model.controlnet_training`), so the layout stays and the look changes.
 4. `edit_video` generates from the inverted noise with the edited first frame
    (no shared-noise mixing in this mode): the motion follows the original.
 """
@@ -85,22 +86,49 @@ def canny_edges(image: np.ndarray, low: int = 100, high: int = 200) -> np.ndarra
     return np.repeat(edges[:, :, None], 3, axis=2)
 
 
-def build_small_controlnet(unet2d: UNet2DConditionModel) -> ControlNetModel:
-    """A ControlNet with the same shape as (and encoder weights copied from) a small UNet, built offline."""
-    return ControlNetModel.from_unet(unet2d)
+def edge_f1(edges: np.ndarray, reference: np.ndarray, tolerance: int = 2) -> float:
+    """How well an edge map [h,w] or [h,w,3] (non-zero = edge) matches a reference one, in [0, 1].
+
+    The harmonic mean of precision (share of edge pixels within `tolerance` px of a reference edge)
+    and recall (share of reference edge pixels within `tolerance` px of an edge): the boundary F1 of
+    segmentation benchmarks. The tolerance forgives the pixel or two a VAE decode shifts an edge by;
+    an empty map scores 0 against a non-empty one.
+    """
+    edges, reference = (np.asarray(e).reshape(e.shape[:2] + (-1,)).max(-1) > 0 for e in (edges, reference))
+    if not edges.any() or not reference.any():
+        return float(edges.any() == reference.any())
+    size = 2 * tolerance + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    near_reference = cv2.dilate(reference.astype(np.uint8), kernel) > 0
+    near_edges = cv2.dilate(edges.astype(np.uint8), kernel) > 0
+    precision = (edges & near_reference).sum() / edges.sum()
+    recall = (reference & near_edges).sum() / reference.sum()
+    return float(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
 
 
-def small_controlnet_pipeline(comps: SDComponents) -> StableDiffusionControlNetPipeline:
-    """An SD v1.x canny-ControlNet pipeline on the base model itself, built offline (tests, motion world).
+def build_small_controlnet(unet2d: UNet2DConditionModel, vae_scale_factor: int = 8) -> ControlNetModel:
+    """A ControlNet with the same shape as (and encoder weights copied from) a small UNet, built offline.
 
-    Uses a copy of the base 2D UNet, so call it before (or independently of)
-    inflating `comps.unet` into a LampUNet. The ControlNet's zero convolutions make
-    it the plain base model until the ControlNet is trained.
+    Its condition encoder downsamples the canny map by `vae_scale_factor` (SD's 8 by default) to the
+    latents' size. Its zero convolutions make it add nothing until trained
+    (`lamp_model.controlnet_training`).
+    """
+    downsamples = int(np.log2(vae_scale_factor))
+    if 2**downsamples != vae_scale_factor or not 1 <= downsamples <= 3:
+        raise ValueError(f"vae_scale_factor={vae_scale_factor}: the canny encoder downsamples by 2, 4 or 8")
+    return ControlNetModel.from_unet(unet2d, conditioning_embedding_out_channels=(16, 32, 96, 256)[:downsamples + 1])
+
+
+def small_controlnet_pipeline(comps: SDComponents, controlnet: ControlNetModel) -> StableDiffusionControlNetPipeline:
+    """An SD v1.x canny-ControlNet pipeline on the base model itself (the motion world, tests).
+
+    `controlnet` is one trained for this base (`lamp_model.controlnet_training`). Uses a copy of
+    the base 2D UNet, so call it before (or independently of) inflating `comps.unet` into a LampUNet.
     """
     unet2d = copy.deepcopy(comps.unet)
     return StableDiffusionControlNetPipeline(
         vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=unet2d,
-        controlnet=build_small_controlnet(unet2d).to(unet2d.device, unet2d.dtype), scheduler=comps.scheduler,
+        controlnet=controlnet.to(unet2d.device, unet2d.dtype), scheduler=comps.scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
@@ -136,17 +164,19 @@ def _render_size(h: int, w: int, sdxl: bool) -> tuple[int, int]:
 
 def edit_first_frame(controlnet_pipe: StableDiffusionControlNetPipeline | StableDiffusionXLControlNetPipeline,
                      image: np.ndarray, prompt: str, seed: int = 0, steps: int = 50, guidance: float = 7.5,
-                     conditioning_scale: float = 1.0) -> np.ndarray:
+                     conditioning_scale: float = 1.0, canny_low: int = 100, canny_high: int = 200) -> np.ndarray:
     """Redraw `image` [h,w,3] (h, w multiples of 8) from `prompt`, keeping its canny edges.
 
     Works with the SD v1.x and the SD-XL ControlNet pipelines (same call); SD-XL
     renders at its native ~1024^2 area (same aspect ratio) and the result is
-    fitted back to h x w. Returns uint8 [h,w,3]; deterministic per seed.
+    fitted back to h x w. `canny_low` / `canny_high` must be the thresholds the
+    ControlNet was trained with. `conditioning_scale` 0 gives the plain base model's
+    sample (same seed). Returns uint8 [h,w,3]; deterministic per seed.
     """
     h, w = image.shape[:2]
     rh, rw = _render_size(h, w, isinstance(controlnet_pipe, StableDiffusionXLControlNetPipeline))
     control = fit_frames(image[None], rh, rw)[0]
-    out = controlnet_pipe(prompt, image=Image.fromarray(canny_edges(control)), height=rh, width=rw,
+    out = controlnet_pipe(prompt, image=Image.fromarray(canny_edges(control, canny_low, canny_high)), height=rh, width=rw,
                           num_inference_steps=steps, guidance_scale=guidance,
                           controlnet_conditioning_scale=conditioning_scale,
                           generator=torch.Generator().manual_seed(seed), output_type="np").images[0]

@@ -102,6 +102,13 @@ class Layout:
         """The motion world's own base model (base/) and small CLIP (clip/)."""
         return self.root / "models/world"
 
+    @property
+    def world_controlnet(self) -> Path:
+        """The motion world's canny ControlNet for `lamp edit` (stage `controlnet`): a diffusers
+        ControlNetModel folder + controlnet_train.json. Beside models/world, not in it: DVC
+        outputs may not nest."""
+        return self.root / "models/world_controlnet"
+
     def motion_model(self, motion: str) -> Path:
         """motion.safetensors (tuned weights only) + loss.csv + train_config.json."""
         return self.out / "models/motions" / motion

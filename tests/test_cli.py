@@ -213,8 +213,43 @@ def test_animate_any_size_image(project, trained, tmp_path, policy):
         assert f"wrote {path}" in result.stdout
 
 
-def test_edit_video(project, tmp_path):
-    """Tune on one video, invert, edit frame 0 with the small ControlNet, regenerate."""
+@pytest.fixture(scope="module")
+def world_controlnet(project) -> Path:
+    """A canny ControlNet for the project's base where `dvc repro controlnet` puts it (2 steps: shapes only;
+    what a trained one does is tests/test_world_editing.py's)."""
+    from lamp_model.controlnet_training import ControlNetSettings, save_controlnet, train_controlnet
+    from lamp_model.loading import load_sd_components
+    from tasks.common import Layout
+
+    frames = read_video(project / "videos" / MOTION / "v0.mp4")[0].copy()
+    settings = ControlNetSettings(steps=2, batch_size=2)
+    net, _ = train_controlnet(load_sd_components(str(project / "models/base")), frames, ["a star"] * len(frames),
+                              settings, progress=False)
+    folder = Layout(project).world_controlnet
+    save_controlnet(net, folder, settings)
+    return folder
+
+
+def test_edit_without_world_controlnet_says_how_to_build_it(project, tmp_path):
+    """In the motion world the edit needs the trained ControlNet: one line naming the folder and the command."""
+    video = tmp_path / "v.mp4"
+    write_mp4(render_video(MOTION, training_contents(MOTION, 1)[0], frames=4, height=H, width=W), video)
+    folder = project / "models/world_controlnet"
+    hidden = folder.with_name("world_controlnet.hidden")
+    if folder.exists():
+        folder.rename(hidden)
+    try:
+        result = invoke("edit", video, "-p", "x", "--frames", 4, "--stride", 1, "--tune-steps", 0, "--steps", 1,
+                        "-o", tmp_path / "o", "--root", project)
+    finally:
+        if hidden.exists():
+            hidden.rename(folder)
+    assert_one_line_error(result, str(folder), "dvc repro controlnet")
+    assert not (tmp_path / "o").exists()
+
+
+def test_edit_video(project, world_controlnet, tmp_path):
+    """Tune on one video, invert, edit frame 0 with the world's canny ControlNet, regenerate."""
     video = tmp_path / "src_clip.mp4"
     write_mp4(render_video(MOTION, training_contents(MOTION, 1)[0], frames=9, height=40, width=64), video)
     out = tmp_path / "edit"
