@@ -75,7 +75,10 @@ def train_controlnet(comps: SDComponents, images: np.ndarray, captions: list[str
     text, caption_index = _encode_captions(comps, captions)
     empty = len(text) - 1
     vae_scale_factor = 2 ** (len(comps.vae.config.block_out_channels) - 1)
-    controlnet = build_small_controlnet(comps.unet, vae_scale_factor).to(device).train().requires_grad_(True)
+    with torch.random.fork_rng(devices=[]):  # the canny encoder's first layers are drawn at random: seeded
+        torch.manual_seed(s.seed)
+        controlnet = build_small_controlnet(comps.unet, vae_scale_factor)
+    controlnet = controlnet.to(device).train().requires_grad_(True)
     scheduler = comps.train_scheduler()
     g = torch.Generator().manual_seed(s.seed)
     opt = torch.optim.AdamW(controlnet.parameters(), lr=s.lr, weight_decay=1e-2)

@@ -1,0 +1,198 @@
+"""Editing in the motion world: canny maps, the edge measure, the world's ControlNet and its stage.
+
+The fast tests check the parts on hand-made inputs and tiny models. What a trained ControlNet
+does for an edit (the edited first frame keeps the source's edges, inversion reconstructs the
+source, the rest of the video follows the edited frame 0) needs a base model that denoises:
+the slow tests at the end train one on world frames (`make test-slow`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lamp_model import world
+from lamp_model.config import load_params
+from lamp_model.controlnet_training import (SETTINGS_FILE, ControlNetSettings, canny_conditions, load_controlnet,
+                                            save_controlnet, train_controlnet)
+from lamp_model.editing import build_small_controlnet, canny_edges, edge_f1
+from lamp_model.small import build_sd
+from lamp_model.video import write_mp4
+from tasks import base, controlnet
+from tasks.common import Layout, StageError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------ canny and F1
+
+def test_canny_edges_of_a_white_square_lie_on_its_border_only():
+    """A white square on black: every edge pixel is on the square's border (the pixel inside or outside
+    the step), all four sides are found, the map is 3 identical channels of 0/255."""
+    image = np.zeros((40, 60, 3), np.uint8)
+    top, bottom, left, right = 10, 30, 20, 45  # square = rows 10..29, columns 20..44
+    image[top:bottom, left:right] = 255
+    edges = canny_edges(image)
+    assert edges.shape == image.shape and edges.dtype == np.uint8
+    assert set(np.unique(edges)) == {0, 255}
+    assert (edges == edges[:, :, :1]).all()
+    ys, xs = np.nonzero(edges[:, :, 0])
+    on_rows = (np.abs(ys - top + 0.5) <= 1) | (np.abs(ys - bottom + 0.5) <= 1)  # rows 9-10 or 29-30
+    on_cols = (np.abs(xs - left + 0.5) <= 1) | (np.abs(xs - right + 0.5) <= 1)
+    inside_span = (ys >= top - 1) & (ys <= bottom) & (xs >= left - 1) & (xs <= right)
+    assert (inside_span & (on_rows | on_cols)).all(), "an edge pixel away from the border"
+    for side in (ys <= top, ys >= bottom - 1, xs <= left, xs >= right - 1):
+        assert side.sum() >= 15  # each side of the border is traced (>= 15 of its 20-25 pixels)
+    assert canny_edges(np.full((40, 60, 3), 128, np.uint8)).max() == 0  # a flat image has none
+
+
+def test_edge_f1_forgives_the_tolerance_and_no_more():
+    reference = np.zeros((40, 60), np.uint8)
+    reference[10, 10:50] = 255
+    reference[10:30, 10] = 255
+
+    def shifted(dy, dx):
+        return np.roll(reference, (dy, dx), axis=(0, 1))
+
+    assert edge_f1(reference, reference) == 1.0
+    assert edge_f1(shifted(2, 0), reference, tolerance=2) == 1.0
+    assert edge_f1(shifted(5, 5), reference, tolerance=2) < 0.1
+    assert edge_f1(np.zeros_like(reference), reference) == 0.0
+    half = reference.copy()
+    half[10, 30:] = 0  # half of the top line missing: precision 1, recall ~2/3
+    assert 0.7 < edge_f1(half, reference) < 0.9
+    assert edge_f1(np.repeat(reference[:, :, None], 3, axis=2), reference) == 1.0  # canny_edges' 3 channels
+
+
+# ------------------------------------------------------------------------------ training
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random base and a few world frames (32x48) with their captions."""
+    comps = build_sd(tmp_path_factory.mktemp("tok"), seed=0)
+    frames, captions = [], []
+    for m in ("horse_run", "helicopter"):
+        for i, content in enumerate(world.training_contents(m, 2)):
+            video = world.render_video(m, content, frames=4, height=32, width=48, seed=i)
+            frames.append(video)
+            captions += [content.caption(m)] * len(video)
+    return comps, np.concatenate(frames), captions
+
+
+def _prediction(comps, net, latents, t, text, cond):
+    down, mid = net(latents, t, encoder_hidden_states=text, controlnet_cond=cond, return_dict=False)
+    return comps.unet(latents, t, encoder_hidden_states=text, down_block_additional_residuals=down,
+                      mid_block_additional_residual=mid).sample
+
+
+@torch.no_grad()
+def test_training_makes_the_controlnet_use_the_edges_and_only_the_controlnet_trains(tiny, tmp_path):
+    """Untrained, the ControlNet adds nothing (zero convolutions): the UNet's prediction does not depend
+    on the canny map, bit for bit. After a few steps it does; the base UNet's weights are unchanged; the same seed
+    gives the same weights; the saved folder loads back with its settings."""
+    comps, frames, captions = tiny
+    unet_before = copy.deepcopy(comps.unet.state_dict())
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn((2, 4, 4, 6), generator=g)
+    t = torch.tensor([500, 500])
+    text = comps.text_encoder(comps.tokenizer(["a star", "a star"], padding="max_length", max_length=77,
+                                              return_tensors="pt").input_ids)[0]
+    conds = canny_conditions(frames[[0, 8]], 100, 200)
+    assert conds.shape == (2, 3, 32, 48) and set(conds.unique().tolist()) <= {0.0, 1.0}
+    swapped = conds.flip(0)
+
+    untrained = build_small_controlnet(comps.unet).eval()
+    a, b = (_prediction(comps, untrained, latents, t, text, c) for c in (conds, swapped))
+    assert torch.equal(a, b)
+
+    settings = ControlNetSettings(steps=8, batch_size=4, lr=1e-3, seed=3)
+    with torch.enable_grad():
+        net, losses = train_controlnet(comps, frames, captions, settings, progress=False)
+        again, _ = train_controlnet(comps, frames, captions, settings, progress=False)
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    a, b = (_prediction(comps, net, latents, t, text, c) for c in (conds, swapped))
+    assert not torch.equal(a, b)  # small after 8 steps (two zero-initialised layers in a row), but there
+    assert all(torch.equal(v, comps.unet.state_dict()[k]) for k, v in unet_before.items())
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in net.state_dict().items())
+
+    save_controlnet(net, tmp_path / "cn", settings, {"frames": len(frames)})
+    loaded, loaded_settings = load_controlnet(tmp_path / "cn")
+    assert loaded_settings == settings
+    assert json.loads((tmp_path / "cn" / SETTINGS_FILE).read_text())["frames"] == len(frames)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in net.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="no trained canny ControlNet"):
+        load_controlnet(tmp_path / "nothing")
+
+
+def test_one_caption_per_image(tiny):
+    comps, frames, captions = tiny
+    with pytest.raises(ValueError, match="one caption per image"):
+        train_controlnet(comps, frames, captions[:-1], ControlNetSettings(steps=1), progress=False)
+
+
+# ------------------------------------------------------------------------------ stage
+
+MOTIONS = ["helicopter", "rain"]
+F, H, W = 4, 32, 48
+TINY = {"motions": MOTIONS, "clips.frames": F, "clips.height": H, "clips.width": W,
+        "base_train.vae_steps": 2, "base_train.unet_steps": 2, "base_train.clip_steps": 2,
+        "base_train.batch_size": 2, "base_train.unet_batch_size": 2, "sample.ddim_steps": 1,
+        "controlnet.steps": 3, "controlnet.batch_size": 2, "model.device": "cpu", "tracking.enabled": False}
+
+
+def test_stage_trains_the_controlnet_beside_the_base_and_only_in_the_world(tmp_path):
+    params = load_params(REPO / "params.yaml", TINY)
+    with pytest.raises(StageError, match=r"run the base stage first \(`dvc repro base`\)"):
+        controlnet.run(params, tmp_path)
+
+    world.make_dataset(Layout(tmp_path).world_videos, videos_per_motion=2, frames=F, height=H, width=W, seed=0,
+                       write_video=write_mp4, motions=MOTIONS)
+    base.run(params, tmp_path)
+    result = controlnet.run(params, tmp_path)
+    out = Layout(tmp_path).world_controlnet
+    assert result["trained"] and result["outputs"] == [str(out)] and len(result["loss"]) == 3
+    assert not out.with_name(".world_controlnet.tmp").exists()
+    net, settings = load_controlnet(out)
+    assert settings == ControlNetSettings(**params.controlnet.model_dump())
+    summary = json.loads((out / SETTINGS_FILE).read_text())
+    assert summary["frames"] == len(MOTIONS) * 2 * F and summary["motions"] == MOTIONS
+    assert tuple(net.config.block_out_channels) == tuple(params.base_train.unet_channels)
+
+    # real weights: nothing to train, the folder says so (and replaces the trained one whole)
+    real = load_params(REPO / "params.yaml", {**TINY, "data.source": "folder", "model.base": "some/sd-v1"})
+    result = controlnet.run(real, tmp_path)
+    assert not result["trained"] and sorted(p.name for p in out.iterdir()) == ["NOT_USED.txt"]
+
+
+def test_controlnet_section_is_validated():
+    from lamp_model.config import ParamsError
+
+    with pytest.raises(ParamsError, match="controlnet.canny_low = 200: must be below controlnet.canny_high = 100"):
+        load_params(REPO / "params.yaml", {"controlnet.canny_low": 200, "controlnet.canny_high": 100})
+    with pytest.raises(ParamsError, match=r"controlnet.caption_dropout = 2: .*less than or equal to 1"):
+        load_params(REPO / "params.yaml", {"controlnet.caption_dropout": 2})
+
+
+def test_make_run_does_not_build_the_controlnet_and_builds_everything_the_report_needs():
+    """`make run` reproduces the report and what it depends on (DVC's graph); the ControlNet stage is
+    in dvc.yaml but not among them, and every other stage is."""
+    import re
+    import subprocess
+    import sys
+
+    run_lines = (REPO / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "dvc repro report" in run_lines and "controlnet" not in run_lines
+
+    def stages(*target: str) -> set[str]:
+        dot = subprocess.run([str(Path(sys.executable).parent / "dvc"), "dag", "--dot", *target], cwd=REPO,
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        return set(re.findall(r'"([\w@]+)"', dot))
+
+    everything, for_report = stages(), stages("report")
+    assert "controlnet" in everything and "report" in for_report
+    assert everything - for_report == {"controlnet"}
