@@ -34,7 +34,7 @@ SETTINGS_FILE = "controlnet_train.json"
 class ControlNetSettings:
     steps: int = 600
     batch_size: int = 16
-    lr: float = 1e-4
+    lr: float = 3e-3
     caption_dropout: float = 0.5
     canny_low: int = 100
     canny_high: int = 200

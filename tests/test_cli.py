@@ -418,7 +418,7 @@ def pipeline_run(flow_project, prefect_api):
 
 def test_pipeline_runs_the_flow_with_set_written_to_params(flow_project, pipeline_run):
     """The flow ends Completed with every stage's outputs; --set was written into params.yaml (comments
-    kept) before the stages ran, so the tuner used it and DVC agrees: nothing left for `dvc repro`."""
+    kept) before the stages ran, so the tuner used it and DVC agrees: nothing left for `dvc repro report`."""
     root = flow_project
     assert flow_run_states("lamp-all-motions") == ["COMPLETED"]
     assert flow_run_states("lamp-motion") == ["COMPLETED", "COMPLETED"]
@@ -440,7 +440,7 @@ def test_pipeline_runs_the_flow_with_set_written_to_params(flow_project, pipelin
     assert "train.steps=2" in pipeline_run.stderr
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     assert {lock[f"tune@{m}"]["params"]["params.yaml"]["train"]["steps"] for m in FLOW_MOTIONS} == {2}
-    assert json.loads(dvc(root, "status", "--json")) == {}
+    assert json.loads(dvc(root, "status", "--with-deps", "report", "--json")) == {}
 
 
 @pytest.fixture(scope="module")

@@ -177,8 +177,9 @@ def test_a_deployment_run_with_worker(project):
     assert state == ["1", "COMPLETED"], state
     _outputs_present(p.root)
 
-    # DVC and Prefect share one state: nothing left for `dvc repro`
-    status = p.run(BIN / "dvc", "status", "--json").stdout
+    # DVC and Prefect share one state: nothing left for `dvc repro report` (= make run; the ControlNet
+    # stage for `lamp edit` is not part of it)
+    status = p.run(BIN / "dvc", "status", "--with-deps", "report", "--json").stdout
     assert json.loads(status) == {}, status
     lock = yaml.safe_load((p.root / "dvc.lock").read_text())["stages"]
     assert {f"tune@{m}" for m in MOTIONS} <= set(lock)
@@ -244,7 +245,7 @@ def test_b_ablations_compare_from_mlflow(project, assert_same_motion):
     assert sorted(tunes["tags.motion"]) == sorted(MOTIONS)
     assert set(tunes["params.lamp.tsm"]) == {"False"}
     # the main pipeline is untouched
-    assert json.loads(p.run(BIN / "dvc", "status", "--json").stdout) == {}
+    assert json.loads(p.run(BIN / "dvc", "status", "--with-deps", "report", "--json").stdout) == {}
     print(f"ablations: {time.monotonic() - t0:.0f} s")
 
 
@@ -282,7 +283,7 @@ def test_c_corrupt_video_then_rerun_does_only_missing_work(project):
     rain_mtimes = _mtimes(p.root, "outputs/videos/rain/*")
     r2 = p.run(BIN / "python", "-m", "flows.all_motions", "--motions", *MOTIONS, check=False)
     assert r2.returncode == 0, (r2.stdout + r2.stderr)[-6000:]
-    assert json.loads(p.run(BIN / "dvc", "status", "--json").stdout) == {}
+    assert json.loads(p.run(BIN / "dvc", "status", "--with-deps", "report", "--json").stdout) == {}
     assert _mtimes(p.root, "models/motions/*/motion.safetensors") == tuned  # no tuning re-ran
     assert _mtimes(p.root, "outputs/videos/rain/*") == rain_mtimes  # rain was done
     runs = p.mlflow_runs()
@@ -382,7 +383,7 @@ def test_d_fan_out_one_motion_per_worker(project):
         assert lock[f"generate@{m}"]["params"]["params.yaml"]["sample"]["seeds"] == [2]
         with open(p.root / "outputs/videos" / m / "index.csv", newline="") as f:
             assert {r["seed"] for r in csv.DictReader(f)} == {"2"}
-    assert json.loads(p.run(BIN / "dvc", "status", "--json").stdout) == {}
+    assert json.loads(p.run(BIN / "dvc", "status", "--with-deps", "report", "--json").stdout) == {}
     # MLflow: the pipeline run (dispatch=deployment) with a motion run per motion nested under it
     runs = p.mlflow_runs()
     pipe = runs[runs["tags.kind"] == "pipeline"].sort_values("start_time").iloc[-1]
@@ -561,7 +562,7 @@ def test_f_mlflow_server_tracking(project, tmp_path):
         assert list((store / "artifacts").rglob("metrics.json"))
         # nothing reached the project's own sqlite store, and the pipeline state is untouched
         assert p.mlflow_runs(f"attributes.run_id = '{run['run_id']}'").empty
-        assert json.loads(p.run(BIN / "dvc", "status", "--json").stdout) == {}
+        assert json.loads(p.run(BIN / "dvc", "status", "--with-deps", "report", "--json").stdout) == {}
     finally:
         (p.root / "params.http.yaml").unlink(missing_ok=True)
         left = _stop_session(server)
