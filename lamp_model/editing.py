@@ -92,7 +92,7 @@ def edge_f1(edges: np.ndarray, reference: np.ndarray, tolerance: int = 2) -> flo
     The harmonic mean of precision (share of edge pixels within `tolerance` px of a reference edge)
     and recall (share of reference edge pixels within `tolerance` px of an edge): the boundary F1 of
     segmentation benchmarks. The tolerance forgives the pixel or two a VAE decode shifts an edge by;
-    an empty map scores 0 against a non-empty one.
+    an empty map scores 0 against a non-empty one (two empty maps agree: 1).
     """
     edges, reference = (np.asarray(e).reshape(e.shape[:2] + (-1,)).max(-1) > 0 for e in (edges, reference))
     if not edges.any() or not reference.any():
@@ -128,8 +128,14 @@ def small_controlnet_pipeline(comps: SDComponents, controlnet: ControlNetModel) 
     unet2d = copy.deepcopy(comps.unet)
     return StableDiffusionControlNetPipeline(
         vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=unet2d,
-        controlnet=controlnet.to(unet2d.device, unet2d.dtype), scheduler=comps.scheduler,
+        controlnet=_on(controlnet, unet2d.device, unet2d.dtype), scheduler=comps.scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def _on(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move to the device; cast only when the dtype differs (diffusers warns on every cast request)."""
+    model = model.to(device)
+    return model if model.dtype == dtype else model.to(dtype)
 
 
 def load_sdxl_controlnet_pipeline(controlnet: str = SDXL_CANNY_CONTROLNET,
@@ -175,8 +181,8 @@ def edit_first_frame(controlnet_pipe: StableDiffusionControlNetPipeline | Stable
     """
     h, w = image.shape[:2]
     rh, rw = _render_size(h, w, isinstance(controlnet_pipe, StableDiffusionXLControlNetPipeline))
-    control = fit_frames(image[None], rh, rw)[0]
-    out = controlnet_pipe(prompt, image=Image.fromarray(canny_edges(control, canny_low, canny_high)), height=rh, width=rw,
+    control = canny_edges(fit_frames(image[None], rh, rw)[0], canny_low, canny_high)
+    out = controlnet_pipe(prompt, image=Image.fromarray(control), height=rh, width=rw,
                           num_inference_steps=steps, guidance_scale=guidance,
                           controlnet_conditioning_scale=conditioning_scale,
                           generator=torch.Generator().manual_seed(seed), output_type="np").images[0]

@@ -50,14 +50,8 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
     controlnet, losses = train_controlnet(comps, images, captions, settings)
     train_s = time.perf_counter() - t0
 
-    def last(n: int) -> float:
-        return float(np.mean(losses[-n:]))
-
-    def first(n: int) -> float:
-        return float(np.mean(losses[:n]))
-
-    n = max(1, min(50, len(losses) // 4))
-    metrics = {"loss_first": first(n), "loss_last": last(n)}
+    n = max(1, min(50, len(losses) // 4))  # mean loss of the first and the last n steps
+    metrics = {"loss_first": float(np.mean(losses[:n])), "loss_last": float(np.mean(losses[-n:]))}
     # No timings in the DVC output (same params, same bytes); they go to MLflow and the log.
     summary = {"base": params.model.base, "frames": len(images), "size": list(images.shape[1:3]),
                "motions": list(by_motion), "metrics": metrics, "loss_every_10": losses[::10]}
