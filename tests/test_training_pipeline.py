@@ -165,9 +165,12 @@ def test_same_seed_same_video_and_checkpoint_reload_is_bit_identical(sd, tmp_pat
 
 
 def test_batched_videos_equal_videos_generated_alone(sd):
-    """A generator per video: the generate stage's batches change speed, not the videos."""
+    """A generator per video: the generate stage's batches change speed, not the videos. Compared
+    before post-processing: batching changes the float summation order (one grey level at most),
+    and histogram matching's lookup can stretch that one level into two."""
     pipe = pipe_for(sd, moved_lamp(sd))
-    kwargs = dict(num_frames=FRAMES, height=H, width=W, num_inference_steps=3, progress=False)
+    kwargs = dict(num_frames=FRAMES, height=H, width=W, num_inference_steps=3, progress=False, adain=False,
+                  histogram_matching=False)
     prompts, firsts, seeds = ["rain", "a red star, helicopter"], [first_frame(0), first_frame(1)], [4, 9]
     batch = pipe(prompts, firsts, generator=[torch.Generator().manual_seed(s) for s in seeds], **kwargs).frames
     for k in range(2):
