@@ -128,8 +128,8 @@ class SampleParams(_Section):
 
 
 class MetricsParams(_Section):
-    clip_model: str = "models/world/clip"  # a folder (small CLIP) or an open_clip name like ViT-L-14
-    clip_pretrained: str = ""  # open_clip pretrained tag for a named model (openai)
+    clip_model: str = "models/world/clip"  # a folder (small CLIP), an open_clip name like ViT-L-14, or hf-hub:/local-dir:
+    clip_pretrained: str = ""  # open_clip pretrained tag (openai) or checkpoint file, for a named model only
 
 
 class TrackingParams(_Section):

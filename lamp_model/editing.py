@@ -160,12 +160,15 @@ def load_sdxl_controlnet_pipeline(controlnet: str = SDXL_CANNY_CONTROLNET,
     return pipe.to(device)
 
 
-def _render_size(h: int, w: int, sdxl: bool) -> tuple[int, int]:
-    """SD-XL draws badly far below its native ~1024x1024: render at that area, same aspect ratio."""
-    if not sdxl:
+def _render_size(h: int, w: int, pipe) -> tuple[int, int]:
+    """SD-XL draws badly far below its native size (1024x1024 for the real weights): render at the
+    pipeline's native area, same aspect ratio, sides multiples of 8 VAE cells."""
+    if not isinstance(pipe, StableDiffusionXLControlNetPipeline):
         return h, w
-    scale = (1024 * 1024 / (h * w)) ** 0.5
-    return max(64, round(h * scale / 64) * 64), max(64, round(w * scale / 64) * 64)
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    step = 8 * pipe.vae_scale_factor
+    scale = native / (h * w) ** 0.5
+    return max(step, round(h * scale / step) * step), max(step, round(w * scale / step) * step)
 
 
 def edit_first_frame(controlnet_pipe: StableDiffusionControlNetPipeline | StableDiffusionXLControlNetPipeline,
@@ -174,13 +177,13 @@ def edit_first_frame(controlnet_pipe: StableDiffusionControlNetPipeline | Stable
     """Redraw `image` [h,w,3] (h, w multiples of 8) from `prompt`, keeping its canny edges.
 
     Works with the SD v1.x and the SD-XL ControlNet pipelines (same call); SD-XL
-    renders at its native ~1024^2 area (same aspect ratio) and the result is
+    renders at its native area (1024^2 for the real weights) (same aspect ratio) and the result is
     fitted back to h x w. `canny_low` / `canny_high` must be the thresholds the
     ControlNet was trained with. `conditioning_scale` 0 gives the plain base model's
     sample (same seed). Returns uint8 [h,w,3]; deterministic per seed.
     """
     h, w = image.shape[:2]
-    rh, rw = _render_size(h, w, isinstance(controlnet_pipe, StableDiffusionXLControlNetPipeline))
+    rh, rw = _render_size(h, w, controlnet_pipe)
     control = canny_edges(fit_frames(image[None], rh, rw)[0], canny_low, canny_high)
     out = controlnet_pipe(prompt, image=Image.fromarray(control), height=rh, width=rw,
                           num_inference_steps=steps, guidance_scale=guidance,

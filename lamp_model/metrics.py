@@ -75,6 +75,10 @@ def diversity(videos) -> float:
     return float(100 * (means[i] * means[j]).sum(1).mean())
 
 
+def _one_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:400]}"
+
+
 def _small_config(embed_dim: int, image_size: int) -> dict:
     """A tiny CLIP (ViT 2x64, patch 8; text 2x64 with the real 77-token context and
     49408-token vocab, so the OpenAI BPE tokenizer works unchanged). Fast on CPU."""
@@ -108,32 +112,45 @@ class ClipScorer:
     # --- constructors -------------------------------------------------------------------------
 
     @classmethod
-    def from_open_clip(cls, model_name: str, pretrained: str, device: str = "cpu") -> ClipScorer:
-        """Real weights, e.g. ("ViT-L-14", "openai"); `pretrained` is an open_clip tag or a checkpoint file.
+    def from_open_clip(cls, model_name: str, pretrained: str = "", device: str = "cpu") -> ClipScorer:
+        """Real weights: a built-in name with a tag or checkpoint file, e.g. ("ViT-L-14", "openai"), or
+        an open_clip repo that carries its own config and weights ("hf-hub:org/name", "local-dir:PATH";
+        `pretrained` is not used for these).
 
         Weights are fetched first, on their own, so that a missing download is
         reported as a short ModelUnavailableError instead of a hub traceback.
         """
-        tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-        if tag_cfg:
-            try:
-                open_clip.download_pretrained(tag_cfg)
-            except Exception as e:  # hub/URL errors of many types; all mean "weights not here"
-                source = tag_cfg.get("hf_hub") or tag_cfg.get("url")
-                cause = " ".join(str(e).split())[:400]
+        fix = ("To fix: run once with network access and HF_HUB_OFFLINE unset to cache them; or pass a local "
+               "checkpoint file as `pretrained` (or an open_clip folder as local-dir:PATH); or use a small CLIP "
+               "(ClipScorer.from_pretrained(folder) / ClipScorer.small())")
+        schema = model_name.split(":", 1)[0] if model_name.startswith(("hf-hub:", "local-dir:")) else None
+        if schema:
+            pretrained = None
+        else:
+            tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+            if tag_cfg:
+                try:
+                    open_clip.download_pretrained(tag_cfg)
+                except Exception as e:  # hub/URL errors of many types; all mean "weights not here"
+                    source = tag_cfg.get("hf_hub") or tag_cfg.get("url")
+                    raise ModelUnavailableError(
+                        f"CLIP weights {model_name}/{pretrained} ({source}) are not available on this machine "
+                        f"(offline or not cached). {fix}. Cause: {_one_line(e)}") from None
+            elif not Path(pretrained).is_file():
+                tags = open_clip.list_pretrained_tags_by_model(model_name)
                 raise ModelUnavailableError(
-                    f"CLIP weights {model_name}/{pretrained} ({source}) are not available on this machine "
-                    f"(offline or not cached). To fix: run once with network access and HF_HUB_OFFLINE "
-                    f"unset to cache them; or pass a local checkpoint file as `pretrained`; or use a small "
-                    f"CLIP (ClipScorer.from_pretrained(folder) / ClipScorer.small()). "
-                    f"Cause: {type(e).__name__}: {cause}") from None
-        elif not Path(pretrained).is_file():
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise ModelUnavailableError(
-                f"{pretrained!r} is neither an open_clip tag of {model_name!r} (known: {tags}) "
-                f"nor an existing checkpoint file")
-        model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
-        return cls(model, open_clip.get_tokenizer(model_name), device)
+                    f"{pretrained!r} is neither an open_clip tag of {model_name!r} (known: {tags}) "
+                    f"nor an existing checkpoint file")
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+            tokenizer = open_clip.get_tokenizer(model_name)
+        except (OSError, RuntimeError, ValueError) as e:
+            if not schema:
+                raise
+            raise ModelUnavailableError(f"the open_clip model {model_name} cannot be loaded: not on this machine "
+                                        f"(offline or not cached) or not an open_clip repo. {fix}. "
+                                        f"Cause: {_one_line(e)}") from None
+        return cls(model, tokenizer, device)
 
     @classmethod
     def small(cls, embed_dim: int = 64, image_size: int = 64, seed: int = 0, device: str = "cpu") -> ClipScorer:

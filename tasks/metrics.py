@@ -70,7 +70,8 @@ class VideoToScore:
 
 def load_scorer(params: Params, root: Path) -> ClipScorer:
     """params.metrics.clip_model: a folder written by ClipScorer.save_pretrained (relative to root),
-    or an open_clip model name with params.metrics.clip_pretrained (e.g. ViT-L-14 / openai)."""
+    an open_clip model name with params.metrics.clip_pretrained (e.g. ViT-L-14 / openai), or an open_clip
+    repo with its own config and weights (hf-hub:org/name, local-dir:PATH; clip_pretrained not used)."""
     import open_clip
 
     from lamp_model.loading import resolve_device
@@ -80,7 +81,9 @@ def load_scorer(params: Params, root: Path) -> ClipScorer:
     folder = root / name
     if folder.is_dir():
         return ClipScorer.from_pretrained(folder, device)
-    if name in open_clip.list_models() or name.startswith(("hf-hub:", "local-dir:")):
+    if name.startswith(("hf-hub:", "local-dir:")):  # an open_clip repo/folder: config and weights inside
+        return ClipScorer.from_open_clip(name, device=str(device))  # offline: ModelUnavailableError
+    if name in open_clip.list_models():
         if not pretrained:
             raise StageError(f"params.yaml: metrics.clip_pretrained is empty for the open_clip model {name!r}; "
                              "set it to a pretrained tag (e.g. openai) or a checkpoint file")

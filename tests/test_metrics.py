@@ -109,6 +109,29 @@ def test_real_clip_offline_fails_fast_with_advice(monkeypatch, tmp_path):
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def test_uncached_open_clip_repo_offline_is_one_clear_line(monkeypatch, tmp_path):
+    """An hf-hub: repo (config + weights inside, like the ViT-L-14 'openai' repo) not in the cache."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelUnavailableError) as info:
+        ClipScorer.from_open_clip("hf-hub:timm/vit_large_patch14_clip_224.openai")
+    message = str(info.value)
+    assert "\n" not in message and "hf-hub:timm/vit_large_patch14_clip_224.openai" in message
+    assert "HF_HUB_OFFLINE" in message and "Cause:" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_open_clip_folder_loads_by_local_dir(tmp_path):
+    """A folder in open_clip's own layout (as its hub repos are) loads by local-dir: with no pretrained tag,
+    and embeds exactly like the scorer that wrote it."""
+    small = ClipScorer.small(embed_dim=32, image_size=32, seed=3)
+    small.save_pretrained(tmp_path)
+    loaded = ClipScorer.from_open_clip(f"local-dir:{tmp_path}")
+    frames = _frames()
+    assert torch.allclose(loaded.image_embeddings(frames), small.image_embeddings(frames), atol=1e-6)
+    assert torch.allclose(loaded.text_embeddings(["a red star"]), small.text_embeddings(["a red star"]), atol=1e-6)
+
+
 def test_unknown_tag_is_reported():
     with pytest.raises(ModelUnavailableError, match="neither an open_clip tag"):
         ClipScorer.from_open_clip("ViT-L-14", "no-such-tag")
