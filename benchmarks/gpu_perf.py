@@ -15,6 +15,8 @@ Measures, in this order (each part releases its models before the next):
   4. sample: one video of 16 x 320 x 512 through LampPipeline (shared noise, DDIM 50 steps, CFG
      12.5, AdaIN + histogram matching, VAE decode, text encoder) in fp16 and in bf16 weights.
   5. edit: lamp_model.editing: DDIM inversion of a 16-frame video, then generation from it.
+  6. compile: regional torch.compile of the LAMP UNet (benchmarks/compile_blocks.py): compile time,
+     then eager vs compiled tuning and CFG sampling steps in bf16 autocast, and their differences.
 Warm-up calls (2 steps for pipelines) are excluded; figures are medians over --repeats.
 Random weights: the images are noise and fp16 may overflow to NaN; the timings are the real cost.
 """
@@ -36,7 +38,7 @@ from lamp_model.small import (SD_SCHEDULE, build_sdxl, build_tokenizer, small_te
                               small_vae_config, sd14_unet_config, sdxl_unet_config)
 from lamp_model.unet import LampUNet
 
-from . import lamp_layouts
+from . import compile_blocks, lamp_layouts
 from .bench_latent_cache import sd_vae_config
 from .bench_model import FramesAsImages, time_train_steps
 from .common import machine_info, median, pick_device, sync, write_json
@@ -275,6 +277,15 @@ def run(args) -> dict:
         result["edit"] = edit_part(pipe, s, args, device, first)
         del pipe
     release(device)
+    print(f"6. regional torch.compile ({args.compile_backend}), bf16 autocast:", flush=True)
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = LampUNet.from_unet2d(UNet2DConditionModel(**s["unet"]))
+    result["compile"] = compile_blocks.measure(unet, batch=1, frames=s["frames"], height=lh, width=lw, device=device,
+                                               backend=args.compile_backend, repeats=args.repeats,
+                                               autocast_dtype=torch.bfloat16)
+    del unet
+    release(device)
     result["total_s"] = time.perf_counter() - started
     print_summary(result)
     return result
@@ -300,6 +311,7 @@ def print_summary(r: dict) -> None:
         v = r["sample"][dtype]
         print(f"LAMP video ({dtype}): {v['s_per_video']:.2f}s, peak {v['cuda_peak_gib']} GiB")
     print(f"editing: invert {r['edit']['invert_s']:.2f}s + generate {r['edit']['generate_s']:.2f}s")
+    compile_blocks.print_summary(r["compile"])
     print(f"total {r['total_s']:.0f}s")
 
 
@@ -312,8 +324,10 @@ def main(argv=None):
     p.add_argument("--sample-repeats", type=int, default=1, help="timed videos per dtype")
     p.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/gpu_perf_<gpu>_<date>.json "
                                                "on CUDA, none on CPU)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of part 6 (--tiny: aot_eager)")
     args = p.parse_args(argv)
     if args.tiny:
+        args.compile_backend = "aot_eager"
         args.repeats, args.warmup, args.sample_repeats = min(args.repeats, 2), 1, 1
     result = run(args)
     out = args.out

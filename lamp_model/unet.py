@@ -52,6 +52,9 @@ class LampUNet(ModelMixin, ConfigMixin):
 
     ignore_for_config = ["unet2d"]
     _supports_gradient_checkpointing = True
+    # Regional torch.compile (`compile_repeated_blocks`, diffusers' ModelMixin): compile each of these
+    # repeated blocks once per shape instead of the whole UNet; the parameter names stay the same.
+    _repeated_blocks = ("ResnetBlock2D", "LampTransformerBlock")
 
     @register_to_config
     def __init__(self, unet_config: dict | None = None, tsm: bool = True, prediction_conv1d: bool = True,
@@ -178,6 +181,16 @@ class LampUNet(ModelMixin, ConfigMixin):
         return metadata
 
     # -- forward -----------------------------------------------------------------------
+    def compile_repeated_blocks(self, *args, **kwargs) -> None:
+        """torch.compile each repeated block (arguments go to torch.compile), allowing one graph per
+        distinct block shape and grad mode: with dynamo's default limit of 8 graphs per code object,
+        the blocks of a full-size UNet past the 8th shape would silently run eagerly."""
+        import torch._dynamo
+
+        blocks = sum(type(m).__name__ in self._repeated_blocks for m in self.modules())
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * blocks)
+        super().compile_repeated_blocks(*args, **kwargs)
+
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
 

@@ -23,3 +23,7 @@ def test_tiny_run_writes_every_part(tmp_path):
     for dtype in ("float16", "bfloat16"):
         assert r["sample"][dtype]["s_per_video"] > 0
     assert r["edit"]["invert_s"] > 0 and r["edit"]["generate_s"] > 0
+    compiled = r["compile"]
+    assert compiled["backend"] == "aot_eager" and compiled["train_compiled_s"] > 0
+    # bf16 autocast in both: the compiled blocks compute the same numbers up to bf16 rounding order
+    assert compiled["rel_diff_grad"] < 0.05 and compiled["max_abs_diff_sample"] < 0.05
