@@ -49,7 +49,7 @@ def prepare_video(frames: np.ndarray, num_frames: int = 24, stride: int = 2, hei
 
 @torch.no_grad()
 def ddim_invert(pipe: LampPipeline, video_latents: torch.Tensor, num_inference_steps: int, prompt: str = "",
-                refine: int = 0, progress: bool = False) -> torch.Tensor:
+                refine: int = 0, progress: bool = False, pin_first_frame: bool = True) -> torch.Tensor:
     """Deterministic DDIM inversion of video latents [1,c,f,h,w] -> noise latents [1,c,f,h,w].
 
     Mirrors `LampPipeline` sampling so that sampling from the result gives the
@@ -64,18 +64,22 @@ def ddim_invert(pipe: LampPipeline, video_latents: torch.Tensor, num_inference_s
     the UNet at the new x_t and redo the step; Pan et al. 2023), which makes the
     DDIM sampler's step from x_t land on x_{t-1} much more exactly, at (1 + refine)
     UNet calls per step.
+
+    `pin_first_frame=False` inverts every frame (for a model sampled without a first frame,
+    like Tune-A-Video's).
     """
     inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config)
     inverse.set_timesteps(num_inference_steps, device=pipe.device)
     text = pipe.encode_prompt([prompt] * len(video_latents)).to(pipe.unet.dtype)
     latents = video_latents.to(pipe.device, text.dtype)
-    z0 = latents[:, :, :1]
+    first = 1 if pin_first_frame else 0
+    z0 = latents[:, :, :first]
     for t in tqdm(inverse.timesteps, desc="invert", leave=False, disable=not progress):
         eps = pipe.unet(latents, t, text).sample.to(latents.dtype)
-        moved = inverse.step(eps[:, :, 1:], t, latents[:, :, 1:]).prev_sample
+        moved = inverse.step(eps[:, :, first:], t, latents[:, :, first:]).prev_sample
         for _ in range(refine):
             eps = pipe.unet(torch.cat([z0, moved], dim=2), t, text).sample.to(latents.dtype)
-            moved = inverse.step(eps[:, :, 1:], t, latents[:, :, 1:]).prev_sample
+            moved = inverse.step(eps[:, :, first:], t, latents[:, :, first:]).prev_sample
         latents = torch.cat([z0, moved], dim=2)
     return latents
 

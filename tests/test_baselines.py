@@ -1,6 +1,9 @@
 """The paper's baselines (lamp_model/baselines) on a small SD v1.x-shaped model."""
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -58,3 +61,98 @@ def test_text2video_zero_motion_field_is_in_frame_pixels(comps, monkeypatch):
     with pytest.raises(StopIteration):
         text2video_zero.generate(pipe, "x", num_frames=2, height=64, width=96)
     assert seen["motion_field_strength_x"] == pytest.approx(12.0) == seen["motion_field_strength_y"]
+
+
+# ---------------------------------------------------------------------------- Tune-A-Video
+
+def test_sparse_causal_attention_reads_only_frames_0_previous_and_itself():
+    """Perturbing frame j changes frame i's output exactly when j is 0, i-1 or i."""
+    from diffusers.models.attention_processor import Attention
+
+    from lamp_model.baselines.tune_a_video import SparseCausalAttnProcessor
+    from lamp_model.layers import FrameContext
+
+    torch.manual_seed(0)
+    f, n, c = 5, 6, 16
+    ctx = FrameContext()
+    ctx.num_frames = f
+    attn = Attention(query_dim=c, heads=2, dim_head=8)
+    attn.set_processor(SparseCausalAttnProcessor(ctx))
+    x = torch.randn(2 * f, n, c)  # 2 videos
+    with torch.no_grad():
+        base = attn(x).reshape(2, f, n, c)
+        for j in range(f):
+            bumped = x.clone().reshape(2, f, n, c)
+            bumped[1, j] += torch.randn(n, c)  # video 1 only
+            out = attn(bumped.reshape(2 * f, n, c)).reshape(2, f, n, c)
+            assert torch.equal(out[0], base[0])  # videos do not mix
+            for i in range(f):
+                changed = not torch.allclose(out[1, i], base[1, i], atol=1e-6)
+                assert changed == (j in (0, i - 1, i)), (i, j)
+
+
+@pytest.fixture(scope="module")
+def tav_unet(comps):
+    from lamp_model.baselines.tune_a_video import TuneAVideoUNet
+
+    return TuneAVideoUNet.from_unet2d(copy.deepcopy(comps.unet))
+
+
+def test_tune_a_video_trainable_set_is_the_authors(tav_unet, comps):
+    """attn1.to_q, attn2.to_q and the temporal attention (LayerNorm, q/k/v, zero-init output) of every
+    transformer block; no TSM, nothing else. Counted from the 2D UNet, not from the trainable filter."""
+    from diffusers.models.attention import BasicTransformerBlock
+
+    blocks = sum(isinstance(m, BasicTransformerBlock) for m in comps.unet.modules())
+    names = [n for n, p in tav_unet.named_parameters() if p.requires_grad]
+    assert len([n for n in names if n.endswith("attn1.to_q.weight")]) == blocks
+    assert len([n for n in names if n.endswith("attn2.to_q.weight")]) == blocks
+    temporal = [n for n in names if ".temporal_attn." in n]
+    # norm weight + bias, to_q, to_k, to_v (no bias), to_out weight + bias
+    assert len(temporal) == 7 * blocks
+    assert len(names) == 9 * blocks
+    assert not any(".temporal." in n or ".gate." in n for n, _ in tav_unet.named_parameters())  # no TSM
+    for n, p in tav_unet.named_parameters():
+        if ".temporal_attn.attn.to_out.0." in n:
+            assert not p.any()
+
+
+def test_tune_a_video_frame_0_is_the_2d_unet_at_init(tav_unet, comps):
+    """Frame 0 attends to itself only and the temporal attention starts at zero: at init, frame 0 of the
+    video UNet is exactly the 2D UNet's output on that frame."""
+    g = torch.Generator().manual_seed(0)
+    x, text = torch.randn(1, 4, 4, 8, 12, generator=g), torch.randn(1, 77, 32, generator=g)
+    with torch.no_grad():
+        video = tav_unet(x, 500, text).sample
+        frame0 = comps.unet(x[:, :, 0], 500, encoder_hidden_states=text).sample
+    assert torch.allclose(video[:, :, 0], frame0, atol=1e-5)
+
+
+def test_tune_a_video_tunes_on_one_video_and_samples_from_its_inversion(comps, tmp_path):
+    from lamp_model.baselines import tune_a_video as tav
+    from lamp_model.training import TrainSettings, train_motion
+
+    files = [f"v{i}.mp4" for i in range(6)]
+    assert tav.choose_template(files, 3) == tav.choose_template(list(reversed(files)), 3)  # order-free, seeded
+    assert len({tav.choose_template(files, s) for s in range(20)}) > 1
+
+    pipe = tav.pipeline(dataclasses.replace(comps, unet=copy.deepcopy(comps.unet)))
+    g = torch.Generator().manual_seed(0)
+    template = torch.randn(1, 4, 4, 8, 12, generator=g)
+    frozen = {n: p.clone() for n, p in pipe.unet.named_parameters() if not p.requires_grad}
+    before = {n: p.clone() for n, p in pipe.unet.trainable_parameters()}
+    settings = TrainSettings(steps=3, lr=1e-3, first_frame_conditioning=False)
+    train_motion(pipe.unet, comps.train_scheduler(), template, pipe.encode_prompt(["a star"]), settings)
+    assert all(torch.equal(p, frozen[n]) for n, p in pipe.unet.named_parameters() if n in frozen)
+    assert any(not torch.equal(p, before[n]) for n, p in pipe.unet.trainable_parameters())
+
+    path = pipe.unet.save_motion(tmp_path / "tav.safetensors")
+    reloaded = tav.TuneAVideoUNet.from_unet2d(copy.deepcopy(comps.unet))
+    assert reloaded.load_motion(path)["method"] == "tune_a_video"
+
+    video = tav.sample(pipe, "a star", template, num_frames=4, height=64, width=96, num_inference_steps=3, seed=0)
+    again = tav.sample(pipe, "a star", template, num_frames=4, height=64, width=96, num_inference_steps=3, seed=5)
+    assert video.shape == (4, 64, 96, 3) and np.array_equal(video, again)  # inverted start: no seed in it
+    noise = tav.sample(pipe, "a star", None, num_frames=4, height=64, width=96, num_inference_steps=3, seed=0,
+                       start_from_noise=True)
+    assert noise.shape == video.shape and not np.array_equal(noise, video)
