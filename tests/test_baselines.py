@@ -156,3 +156,67 @@ def test_tune_a_video_tunes_on_one_video_and_samples_from_its_inversion(comps, t
     noise = tav.sample(pipe, "a star", None, num_frames=4, height=64, width=96, num_inference_steps=3, seed=0,
                        start_from_noise=True)
     assert noise.shape == video.shape and not np.array_equal(noise, video)
+
+
+# ---------------------------------------------------------------------------- AnimateDiff
+
+def test_animatediff_adapter_for_the_small_unet_starts_as_the_2d_unet(comps):
+    """Zero-initialised motion-module outputs: every frame of the motion UNet is the 2D UNet's output."""
+    from lamp_model.baselines import animatediff
+
+    adapter = animatediff.build_adapter(comps.unet)
+    unet = animatediff.motion_unet(copy.deepcopy(comps.unet), adapter)
+    g = torch.Generator().manual_seed(0)
+    x, text = torch.randn(1, 4, 4, 8, 12, generator=g), torch.randn(1, 77, 32, generator=g)
+    with torch.no_grad():
+        video = unet(x, 500, text.expand(4, -1, -1)).sample  # one text embedding per frame
+        frames = comps.unet(x[0].permute(1, 0, 2, 3), 500, encoder_hidden_states=text.expand(4, -1, -1)).sample
+    assert torch.allclose(video[0].permute(1, 0, 2, 3), frames, atol=1e-5)
+
+
+def test_animatediff_trains_only_motion_modules_and_saves_loads(comps, tmp_path):
+    from lamp_model.baselines import animatediff
+
+    unet = animatediff.motion_unet(copy.deepcopy(comps.unet), animatediff.build_adapter(comps.unet))
+    before = {n: p.clone() for n, p in unet.named_parameters()}
+    g = torch.Generator().manual_seed(0)
+    clips, text = torch.randn(3, 4, 4, 8, 12, generator=g), torch.randn(3, 77, 32, generator=g)
+    losses = animatediff.train_adapter(unet, comps.train_scheduler(), clips, text, steps=3, batch_size=2)
+    assert len(losses) == 3
+    changed = {n for n, p in unet.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("motion_modules" in n for n in changed)
+
+    animatediff.save_adapter(unet, tmp_path / "adapter")
+    loaded = animatediff.load_adapter(str(tmp_path / "adapter"))
+    state = loaded.state_dict()
+    assert len(state) == sum("motion_modules" in k for k in unet.state_dict())
+    reloaded = animatediff.motion_unet(copy.deepcopy(comps.unet), loaded)
+    assert all(torch.equal(p, dict(unet.named_parameters())[n]) for n, p in reloaded.named_parameters())
+
+
+def test_animatediff_generates_the_requested_frames_from_text(comps):
+    from lamp_model.baselines import animatediff
+
+    pipe = animatediff.pipeline(dataclasses.replace(comps, unet=copy.deepcopy(comps.unet)),
+                                animatediff.build_adapter(comps.unet))
+    video = animatediff.generate(pipe, "a red star in rain", num_frames=5, height=64, width=96,
+                                 num_inference_steps=2, seed=0)
+    assert video.shape == (5, 64, 96, 3) and video.dtype == np.uint8
+
+
+@pytest.mark.parametrize("source", ["guoyww/animatediff-motion-adapter-v1-5-2",
+                                    "https://huggingface.co/guoyww/animatediff/blob/main/mm_sd_v14.ckpt"])
+def test_animatediff_real_adapter_offline_is_one_clear_line(source, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from lamp_model.baselines import animatediff
+    from lamp_model.errors import ModelUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelUnavailableError) as info:
+        animatediff.load_adapter(source)
+    message = str(info.value)
+    assert "\n" not in message and source in message and "download" in message
+    assert info.value.__cause__ is None
