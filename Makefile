@@ -19,7 +19,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-slow bench prefect-up prefect-down deployment-run ablations clean-outputs
+.PHONY: setup run test test-slow bench prefect-up prefect-down deployment-run ablations baselines clean-outputs
 
 setup: $(STAMP)
 
@@ -81,3 +81,10 @@ ABLATION_SEEDS ?= 0 1 2  # every variant once per seed: the table gives mean ± 
 ablations: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.ablations --seeds $(ABLATION_SEEDS)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.compare
+
+## The paper's Table 1 on our data: Tune-A-Video, Text2Video-Zero and AnimateDiff beside LAMP on the
+## same test prompts and seeds (sample.seeds), scored like the main job -> reports/baselines/
+## (`dvc repro baselines`: builds LAMP's chain first if needed; not part of `make run`).
+baselines: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro baselines
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc metrics show reports/baselines/metrics.json

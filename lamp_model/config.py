@@ -127,6 +127,41 @@ class SampleParams(_Section):
     fps: int = Field(8, ge=1)
 
 
+class TuneAVideoParams(_Section):
+    """Tune-A-Video: one-shot tuning on one training video per motion (lamp_model/baselines/tune_a_video.py)."""
+
+    steps: int = Field(300, ge=1)  # default: LAMP's budget per motion (train.steps x train.batch_size clips)
+    batch_size: int = Field(4, ge=1, le=64)
+    lr: float = Field(1e-3, gt=0, le=1)
+    template_seed: int = 0  # draws the one training video per motion
+    start_from_noise: bool = False  # false: sample from the template's DDIM inversion (the authors' default)
+
+
+class AnimateDiffParams(_Section):
+    """AnimateDiff: a motion adapter trained on every motion's videos, or real motion modules."""
+
+    adapter: str = ""  # "": train one on the training videos; else a .ckpt path/URL or a diffusers adapter folder/id
+    steps: int = Field(2400, ge=1)  # default: LAMP's budget for all 8 motions (8 x 300 steps of 4 clips)
+    batch_size: int = Field(4, ge=1, le=64)
+    lr: float = Field(1e-3, gt=0, le=1)
+    heads: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class Text2VideoZeroParams(_Section):
+    """Text2Video-Zero: training-free; the global motion of its latent warp."""
+
+    motion_px: list[float] | None = None  # [x, y] pixels per frame of the clip; null: the paper's 12 of 512
+
+
+class BaselinesParams(_Section):
+    """The paper's baselines, sampled with LAMP's sample.* settings on the same test prompts and seeds."""
+
+    tune_a_video: TuneAVideoParams = TuneAVideoParams()
+    animatediff: AnimateDiffParams = AnimateDiffParams()
+    text2video_zero: Text2VideoZeroParams = Text2VideoZeroParams()
+
+
 class MetricsParams(_Section):
     clip_model: str = "models/world/clip"  # a folder (small CLIP), an open_clip name like ViT-L-14, or hf-hub:/local-dir:
     clip_pretrained: str = ""  # open_clip pretrained tag (openai) or checkpoint file, for a named model only
@@ -153,6 +188,7 @@ class Params(_Section):
     lamp: LampParams = LampParams()
     train: TrainParams = TrainParams()
     sample: SampleParams = SampleParams()
+    baselines: BaselinesParams = BaselinesParams()
     metrics: MetricsParams = MetricsParams()
     tracking: TrackingParams = TrackingParams()
 
@@ -174,6 +210,10 @@ class Params(_Section):
         if any(c % bt.unet_norm_groups for c in bt.unet_channels):
             raise ValueError(f"base_train.unet_norm_groups = {bt.unet_norm_groups}: must divide every "
                              f"base_train.unet_channels {bt.unet_channels} (GroupNorm groups)")
+        motion_px = self.baselines.text2video_zero.motion_px
+        if motion_px is not None and len(motion_px) != 2:
+            raise ValueError(f"baselines.text2video_zero.motion_px = {motion_px}: give [x, y] pixels per frame, "
+                             "or null for the paper's default")
         if self.controlnet.canny_low >= self.controlnet.canny_high:
             raise ValueError(f"controlnet.canny_low = {self.controlnet.canny_low}: must be below controlnet.canny_high "
                              f"= {self.controlnet.canny_high} (cv2.Canny's hysteresis thresholds)")

@@ -122,10 +122,17 @@ class Layout:
         return self.root / "checkpoints" / motion / key
 
     # -- outputs (stages `generate`, `metrics`, `report`) -----------------------------------
-    def generated(self, motion: str) -> Path:
+    def generated(self, motion: str, method: str = "lamp") -> Path:
         """Generated videos of one motion. index.csv has one row per video with the columns
-        GENERATED_COLUMNS (file names relative to this folder); plus contact_sheet.png."""
-        return self.out / "outputs/videos" / motion
+        GENERATED_COLUMNS (file names relative to this folder); plus contact_sheet.png.
+        A baseline `method` (tune_a_video, ...) writes the same layout under outputs/baselines/."""
+        if method == "lamp":
+            return self.out / "outputs/videos" / motion
+        return self.out / "outputs/baselines" / method / motion
+
+    @property
+    def baseline_models(self) -> Path:
+        return self.out / "models/baselines"
 
     @property
     def reports(self) -> Path:
@@ -237,28 +244,29 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_generated(layout: Layout, motion: str) -> list[dict]:
-    """Rows of a motion's index.csv (stage `generate`), with every referenced file checked."""
-    folder = layout.generated(motion)
+def read_generated(layout: Layout, motion: str, method: str = "lamp") -> list[dict]:
+    """Rows of a motion's index.csv (stage `generate`, or a baseline's stage), with every referenced file checked."""
+    folder = layout.generated(motion, method)
+    stage = "generate" if method == "lamp" else f"baseline_{method}"
     index = folder / "index.csv"
     if not index.is_file():
-        raise StageError(f"{folder}: no generated videos (index.csv missing); run the `generate` stage for {motion}")
+        raise StageError(f"{folder}: no generated videos (index.csv missing); run the `{stage}` stage for {motion}")
     with open(index, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in GENERATED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise StageError(f"{index}: missing columns {missing} (needs {list(GENERATED_COLUMNS)}); "
-                             f"rerun the `generate` stage for {motion}")
+                             f"rerun the `{stage}` stage for {motion}")
         rows = list(reader)
     if not rows:
-        raise StageError(f"{folder}: index.csv lists no generated videos; run the `generate` stage for {motion}")
+        raise StageError(f"{folder}: index.csv lists no generated videos; run the `{stage}` stage for {motion}")
     for line, row in enumerate(rows, start=2):
         for column in ("mp4", "first_frame"):
             if column == "first_frame" and not row[column]:
                 continue  # sampled without a first frame (ablation: no first-frame conditioning)
             if not (folder / row[column]).is_file():
                 raise StageError(f"{index}:{line}: {column} file {folder / row[column]} not found; "
-                                 f"rerun the `generate` stage for {motion}")
+                                 f"rerun the `{stage}` stage for {motion}")
     return rows
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,41 @@ def first_frames(params: Params, root: Path, comps, prompts: list[str], device,
     return out
 
 
+@dataclass
+class GeneratedVideo:
+    """One generated video of a prompt and seed; first_frame: the image it started from, if any."""
+
+    prompt_index: int
+    seed: int
+    prompt: str
+    frames: np.ndarray
+    first_frame: np.ndarray | None = None
+
+
+def save_videos(out: Path, videos: list[GeneratedVideo], fps: int) -> list[dict]:
+    """The generated-videos layout every scorer reads: <prompt_index:02d>_s<seed>.{mp4,gif[,png]},
+    index.csv (GENERATED_COLUMNS) and contact_sheet.png in `out`; returns the index rows."""
+    rows = []
+    for v in videos:
+        stem = f"{v.prompt_index:02d}_s{v.seed}"
+        write_mp4(v.frames, out / f"{stem}.mp4", fps=fps)
+        write_gif(v.frames, out / f"{stem}.gif", fps=fps)
+        if v.first_frame is not None:
+            with atomic_write(out / f"{stem}.png") as tmp:
+                Image.fromarray(v.first_frame).save(tmp)
+        rows.append({"prompt_index": v.prompt_index, "seed": v.seed, "prompt": v.prompt, "mp4": f"{stem}.mp4",
+                     "gif": f"{stem}.gif", "first_frame": f"{stem}.png" if v.first_frame is not None else ""})
+    with atomic_write(out / "index.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=GENERATED_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    labels = [f"{v.prompt_index:02d} s{v.seed}: {v.prompt}" for v in videos]
+    with atomic_write(out / "contact_sheet.png") as tmp:
+        Image.fromarray(make_contact_sheet([v.frames for v in videos], labels)).save(tmp)
+    return rows
+
+
 def run(params: Params, root: Path, motion: str | None = None, run_dir: str = "", untuned: bool = False,
         image: str | Path | None = None) -> dict:
     layout = Layout(Path(root), run_dir)
@@ -97,12 +133,12 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
                         DDIMScheduler.from_config(comps.scheduler.config))
     s, c = params.sample, params.clips
     out = layout.generated(motion)
-    rows, videos, labels = [], [], []
     t0 = time.perf_counter()
     jobs = [(i, p, seed) for i, p in enumerate(prompts) for seed in s.seeds]
     log.info("generate %s%s: %d videos (%d frames, %dx%d, %d DDIM steps) on %s", motion,
              " (untuned)" if untuned else "", len(jobs), c.frames, c.height, c.width, s.ddim_steps, device)
     batches = [jobs[k:k + s.batch_size] for k in range(0, len(jobs), s.batch_size)]
+    results = []
     for batch in tqdm(batches, desc=f"generate {motion}", unit="batch"):
         # One generator per video: a video is the same whether generated alone or in a batch.
         frames_batch = pipe([p for _, p, _ in batch],
@@ -113,25 +149,9 @@ def run(params: Params, root: Path, motion: str | None = None, run_dir: str = ""
                             generator=[torch.Generator().manual_seed(seed) for _, _, seed in batch],
                             progress=False).frames
         for (i, prompt, seed), frames in zip(batch, frames_batch):
-            stem = f"{i:02d}_s{seed}"
-            write_mp4(frames, out / f"{stem}.mp4", fps=s.fps)
-            write_gif(frames, out / f"{stem}.gif", fps=s.fps)
-            if conditioned:
-                with atomic_write(out / f"{stem}.png") as tmp:
-                    Image.fromarray(firsts[(i, seed)]).save(tmp)
-            rows.append({"prompt_index": i, "seed": seed, "prompt": prompt, "mp4": f"{stem}.mp4",
-                         "gif": f"{stem}.gif", "first_frame": f"{stem}.png" if conditioned else ""})
-            videos.append(frames)
-            labels.append(f"{i:02d} s{seed}: {prompt}")
+            results.append(GeneratedVideo(i, seed, prompt, frames, firsts[(i, seed)] if conditioned else None))
     seconds = time.perf_counter() - t0
-
-    with atomic_write(out / "index.csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=GENERATED_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-    with atomic_write(out / "contact_sheet.png") as tmp:
-        Image.fromarray(make_contact_sheet(videos, labels)).save(tmp)
+    rows = save_videos(out, results, s.fps)
     log.info("generate %s: wrote %d videos to %s (%.1f s per video)", motion, len(rows), out, seconds / len(rows))
     return {"motion": motion, "untuned": untuned, "videos": len(rows),
             "first_frame": params.model.first_frame if conditioned else "none (ablation)",

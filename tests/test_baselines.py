@@ -220,3 +220,93 @@ def test_animatediff_real_adapter_offline_is_one_clear_line(source, monkeypatch,
     message = str(info.value)
     assert "\n" not in message and source in message and "download" in message
     assert info.value.__cause__ is None
+
+
+# ---------------------------------------------------------------------------- the comparison, end to end
+
+BASELINE_MOTIONS = ["rain", "helicopter"]
+TINY = {
+    "motions": BASELINE_MOTIONS, "data.eval_prompts": "data/prompts/test_eval.csv",
+    "world.videos_per_motion": 4, "world.frames": 8, "world.height": 32, "world.width": 48,
+    "clips.frames": 8, "clips.height": 32, "clips.width": 48, "clips.clips_per_video": 1,
+    "base_train.vae_steps": 5, "base_train.unet_steps": 5, "base_train.clip_steps": 5,
+    "base_train.batch_size": 4, "base_train.unet_batch_size": 4,
+    "train.steps": 3, "sample.ddim_steps": 2, "sample.seeds": [0, 1], "sample.batch_size": 2,
+    "baselines.tune_a_video.steps": 3, "baselines.animatediff.steps": 6,
+    "model.device": "cpu", "tracking.enabled": False,
+}
+
+
+@pytest.fixture(scope="module")
+def baselines_project(tmp_path_factory):
+    """A temp DVC project (this repo's dvc.yaml and code, 2 motions, tiny sizes) after `dvc repro baselines`."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lamp_model.config import write_overrides
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path_factory.mktemp("baselines_project")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("lamp_model", "tasks"):
+        shutil.copytree(repo / d, root / d, ignore=ignore)
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(repo / f, root / f)
+    (root / "data/prompts").mkdir(parents=True)
+    (root / "data/prompts/test_eval.csv").write_text(
+        "motion,prompt\nrain,rain on a blue car\nrain,rain over a red house\nhelicopter,a green helicopter\n")
+    write_overrides(root / "params.yaml", TINY)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+           "DVC_NO_ANALYTICS": "1"}
+
+    def dvc(*args):
+        out = subprocess.run([str(bin_dir / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True,
+                             timeout=900)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
+        return out.stdout
+
+    dvc("init", "--no-scm", "-q")
+    dvc("repro", "baselines")
+    return root, dvc
+
+
+def test_baselines_stage_scores_four_methods_on_the_same_prompts_and_seeds(baselines_project):
+    import json
+
+    from tasks.baselines import METHODS
+
+    root, _ = baselines_project
+    metrics = json.loads((root / "reports/baselines/metrics.json").read_text())
+    assert list(metrics["methods"]) == list(METHODS) and metrics["seeds"] == [0, 1]
+    for method, summary in metrics["methods"].items():
+        assert summary["n_videos"] == 3 * 2, method  # 3 prompts x 2 seeds, every method
+        assert set(summary["per_motion"]) == set(BASELINE_MOTIONS)
+        assert set(summary["per_seed"]) == {"0", "1"}
+        for key in ("alignment", "consistency", "diversity", "motion_accuracy"):
+            assert summary[key] is not None and summary[f"{key}_std"] is not None, (method, key)
+        assert 0 <= summary["motion_accuracy"] <= 1
+    table = (root / "reports/baselines/table.md").read_text()
+    for name in ("LAMP", "Tune-A-Video", "Text2Video-Zero", "AnimateDiff"):
+        assert table.count(f"| {name} |") == 2  # this run's row and the paper's
+    assert "mean ± std over 2 seeds" in table
+    gallery = (root / "reports/baselines/gallery.html").read_text()
+    assert gallery.count("<tr><td>") == 2 and gallery.count("<img") == 2 * 4
+    for method in METHODS[1:]:
+        for motion in BASELINE_MOTIONS:
+            assert (root / f"outputs/baselines/{method}/{motion}/index.csv").is_file()
+    template = json.loads((root / "models/baselines/tune_a_video/rain/train_config.json").read_text())["template"]
+    assert (root / "data/world/videos/rain" / template).is_file()  # one real training video, recorded
+    assert (root / "models/baselines/animatediff/diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_baselines_rerun_is_a_no_op_and_stay_out_of_the_main_job(baselines_project):
+    import json
+
+    root, dvc = baselines_project
+    assert json.loads(dvc("status", "--json", "baselines", "--with-deps")) == {}
+    main_job = dvc("dag", "report", "--md")
+    assert "baseline" not in main_job and "tune@rain" in main_job

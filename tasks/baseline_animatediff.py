@@ -1,0 +1,99 @@
+"""Stage `baseline_animatediff`: the AnimateDiff baseline of the paper's Table 1.
+
+With baselines.animatediff.adapter empty (the motion world), a motion adapter shaped for the
+base UNet is trained on every motion's cached training clips with their captions (the
+analogue of AnimateDiff's large-scale video pre-training; LAMP's total budget by default) and
+saved to models/baselines/animatediff/; with real weights the adapter is loaded instead (the
+paper's mm_sd_v14.ckpt, or a diffusers adapter id/folder). Then every motion's test prompts x
+sample.seeds from the prompt alone (no first frame, as in the paper) into
+outputs/baselines/animatediff/<motion>/ (the layout of `generate`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler
+
+from lamp_model.baselines import animatediff
+from lamp_model.config import Params
+from lamp_model.io import atomic_write
+from lamp_model.loading import load_sd_components, resolve_device
+from tasks.common import Layout, StageError, model_source, read_eval_prompts, stage_main
+from tasks.generate import GeneratedVideo, save_videos
+from tasks.tune import read_latents
+
+log = logging.getLogger("lamp")
+METHOD = "animatediff"
+
+
+def train(params: Params, layout: Layout, comps, folder: Path) -> dict:
+    """Train a motion adapter for the base UNet on every motion's cached clips and captions; save it to `folder`."""
+    a = params.baselines.animatediff
+    clips, texts = [], []
+    for motion in params.motions:
+        latents, captions, _ = read_latents(layout, motion)
+        clips.append(latents)
+        texts += captions if params.data.use_captions else [params.motion_prompt(motion)] * len(latents)
+    clips = torch.cat(clips)
+    adapter = animatediff.build_adapter(comps.unet, a.heads, seed=a.seed)
+    with torch.no_grad():  # the AnimateDiff pipeline's own text encoding, one embedding per clip
+        embs = animatediff.pipeline(comps, adapter).encode_prompt(texts, comps.unet.device, 1, False)[0].float()
+    unet = animatediff.motion_unet(comps.unet, adapter)  # a new video UNet: comps.unet is not changed
+    log.info("animatediff: training a motion adapter on %d clips of %d motions, %d steps of %d", len(clips),
+             len(params.motions), a.steps, a.batch_size)
+    t0 = time.perf_counter()
+    losses = animatediff.train_adapter(unet, comps.train_scheduler(), clips, embs, a.steps, lr=a.lr,
+                                       batch_size=a.batch_size, seed=a.seed, grad_clip=params.train.grad_clip,
+                                       weight_decay=params.train.weight_decay)
+    train_s = time.perf_counter() - t0
+    animatediff.save_adapter(unet, folder)
+    with atomic_write(folder / "train_config.json") as tmp:
+        tmp.write_text(json.dumps({"settings": a.model_dump(), "clips": len(clips), "motions": params.motions,
+                                   "loss_first_last": [losses[0], losses[-1]]}, indent=1) + "\n")
+    return {"loss": losses, "metrics": {"train_s": train_s}}
+
+
+def run(params: Params, root: Path) -> dict:
+    layout = Layout(Path(root))
+    a, s, c = params.baselines.animatediff, params.sample, params.clips
+    prompts_file = layout.eval_prompts_file(params)
+    prompts = read_eval_prompts(prompts_file, params.motions)
+    missing = [m for m in params.motions if not prompts.get(m)]
+    if missing:
+        raise StageError(f"{prompts_file}: no prompts for motions {missing}; add rows '<motion>,<prompt>'")
+    device = resolve_device(params.model.device)
+    comps = load_sd_components(model_source(layout.root, params.model.base), device, torch.float32)
+    comps.scheduler = DDIMScheduler.from_config(comps.scheduler.config)
+    folder = layout.baseline_models / METHOD
+    result: dict = {"method": METHOD, "metrics": {}}
+
+    if a.adapter:
+        adapter = animatediff.load_adapter(model_source(layout.root, a.adapter), device)
+        result["adapter"] = a.adapter
+    else:
+        result.update(train(params, layout, comps, folder))
+        adapter = animatediff.load_adapter(str(folder), device)  # what was saved is what samples
+
+    pipe = animatediff.pipeline(comps, adapter)
+    pipe.set_progress_bar_config(disable=True)
+    t0, outputs, n = time.perf_counter(), [], 0
+    for motion in params.motions:
+        videos = [GeneratedVideo(i, seed, prompt, animatediff.generate(
+                      pipe, prompt, num_frames=c.frames, height=c.height, width=c.width,
+                      num_inference_steps=s.ddim_steps, guidance_scale=s.guidance_scale, seed=seed))
+                  for i, prompt in enumerate(prompts[motion]) for seed in s.seeds]
+        out = layout.generated(motion, METHOD)
+        n += len(save_videos(out, videos, s.fps))
+        outputs.append(str(out))
+        log.info("animatediff %s: %d videos in %s", motion, len(videos), out)
+    result["metrics"]["seconds_per_video"] = (time.perf_counter() - t0) / n
+    result.update(videos=n, outputs=outputs + ([str(folder)] if not a.adapter else []))
+    return result
+
+
+if __name__ == "__main__":
+    stage_main(run, per_motion=False)
