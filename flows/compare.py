@@ -50,6 +50,36 @@ def search_metric_runs(root: str | Path, ablation_run_id: str | None = None) -> 
     return runs
 
 
+def baseline_table(root: str | Path) -> pd.DataFrame:
+    """method x metric of the latest finished `baselines` stage run (Table 1 on our data; its metrics
+    are logged as <method>/<metric>). Baseline runs never enter the ablation table: that one reads
+    `metrics` stage runs only."""
+    import mlflow
+
+    params = load_params(Path(root) / "params.yaml")
+    uri = tracking.tracking_uri(params, root)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(params.tracking.experiment)
+    runs = pd.DataFrame() if exp is None else mlflow.search_runs(
+        experiment_ids=[exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+        filter_string="tags.stage = 'baselines' AND attributes.status = 'FINISHED'")
+    if runs.empty:
+        raise RuntimeError(f"no finished `baselines` stage run in MLflow experiment "
+                           f"{params.tracking.experiment!r} at {uri}")
+    from tasks.baselines import METHODS
+
+    latest = runs.iloc[0]
+    rows = {m: {c.split("/", 1)[1]: latest[c] for c in runs.columns if c.startswith(f"metrics.{m}/")}
+            for m in METHODS}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    keys = [k for k in ("alignment", "consistency", "diversity", "motion_accuracy", "motion_none_share", "n_videos")
+            if k in table.columns]
+    stds = [f"{k}_std" for k in keys if f"{k}_std" in table.columns]
+    table = table[keys + stds]
+    table.index.name = "method"
+    return table
+
+
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     """variant x metric, the mean over seeds (the latest run of each variant and seed): n_seeds, the
     overall columns, their <metric>_std over seeds (population std; 0 for one seed), then <motion>/<metric>."""

@@ -535,16 +535,22 @@ def _videos_to_score(folder: Path, prompt: str | None, motion: str, make) -> lis
 
 # =========================================================================================
 @app.command(epilog="Examples:\n\n  lamp compare --root .          (after `python -m flows.ablations`)\n\n"
-                    "  lamp compare --ablation-run-id 0bd92c54...   (the variants of one ablation run)")
+                    "  lamp compare --ablation-run-id 0bd92c54...   (the variants of one ablation run)\n\n"
+                    "  lamp compare --baselines       (after `make baselines`: LAMP beside Tune-A-Video, "
+                    "Text2Video-Zero, AnimateDiff)")
 @command
 def compare(
     ablation_run_id: Annotated[Optional[str], typer.Option(help="Only the variants of this lamp-ablations "
                                                                 "MLflow run (default: the latest of each).")] = None,
+    baselines: Annotated[bool, typer.Option("--baselines", help="Print the baseline comparison instead (Table 1: "
+                                            "LAMP, Tune-A-Video, Text2Video-Zero, AnimateDiff; the latest "
+                                            "`baselines` stage run, `make baselines`).")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default "
                                                                     "ROOT/reports/ablations).")] = None,
     root: RootOpt = Path("."), params: ParamsOpt = None, set_: SetOpt = None, debug: DebugOpt = False,
 ):
-    """Ablation table from MLflow: one row per variant of the ablation flow, one column per metric.
+    """Ablation table from MLflow: one row per variant of the ablation flow, one column per metric
+    (--baselines: LAMP beside the paper's three baselines, from the latest `baselines` stage run).
 
     Reads the latest finished `metrics` run of each variant and seed from the MLflow store named in
     ROOT/params.yaml (tracking.uri, tracking.experiment), averages over seeds, and writes
@@ -558,9 +564,16 @@ def compare(
                        "tracking.experiment): edit that file (or pass --root) instead of --params/--set")
     _load(root, None, None)  # validates ROOT/params.yaml before MLflow starts
     try:
-        from flows.compare import build_comparison
+        from flows.compare import baseline_table, build_comparison
     except ImportError as e:
         raise CliError(f"the ablation comparison is not available ({e}); it needs flows/compare.py") from None
+    if baselines:
+        try:
+            table = baseline_table(root)
+        except RuntimeError as e:
+            raise CliError(f"{e}; run the comparison first: make baselines (dvc repro baselines)") from None
+        typer.echo(table.round(3).to_string())
+        return
     out_dir = out or Path(root) / "reports/ablations"
     try:
         table = build_comparison(root, ablation_run_id, out_dir)

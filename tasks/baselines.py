@@ -84,7 +84,8 @@ def run(params: Params, root: Path) -> dict:
         tmp.write_text(gallery(layout, params, out))
     flat = {f"{m}/{k}": v for m, s in methods.items() for k, v in s.items() if isinstance(v, (int, float))
             and not isinstance(v, bool)}
-    return {"outputs": [str(out / n) for n in ("metrics.json", "table.md", "gallery.html")], "metrics": flat,
+    return {"method": "lamp+baselines",
+            "outputs": [str(out / n) for n in ("metrics.json", "table.md", "gallery.html")], "metrics": flat,
             "artifacts": [str(out / "table.md")]}
 
 

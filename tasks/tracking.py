@@ -161,6 +161,7 @@ def log_stage(stage: str, params: Params, root: Path | str, result: dict | None,
         name = f"{name} [{variant}]"
     tags = {**{k: str(v) for k, v in (tags or {}).items()},
             "stage": stage, "motion": motion or "", "variant": variant, "kind": "stage",
+            "method": str(result.get("method") or "lamp"),  # lamp, a baseline, or lamp+baselines (the comparison)
             "git_commit": commit, "mlflow.source.git.commit": commit}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id

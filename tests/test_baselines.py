@@ -310,3 +310,38 @@ def test_baselines_rerun_is_a_no_op_and_stay_out_of_the_main_job(baselines_proje
     assert json.loads(dvc("status", "--json", "baselines", "--with-deps")) == {}
     main_job = dvc("dag", "report", "--md")
     assert "baseline" not in main_job and "tune@rain" in main_job
+
+
+def test_baseline_runs_are_tagged_and_kept_out_of_the_ablation_table(tmp_path):
+    """A real MLflow store: the `baselines` stage run (tag method) feeds `lamp compare --baselines`;
+    the ablation table still reads `metrics` runs only."""
+    from pathlib import Path
+
+    import mlflow
+    from typer.testing import CliRunner
+
+    from flows.compare import baseline_table, comparison_table, search_metric_runs
+    from lamp.cli import app
+    from lamp_model.config import load_params, write_overrides
+    from tasks import tracking
+    from tasks.baselines import METHODS
+
+    (tmp_path / "params.yaml").write_text((Path(__file__).parents[1] / "params.yaml").read_text())
+    write_overrides(tmp_path / "params.yaml", {"tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    params = load_params(tmp_path / "params.yaml")
+    metrics = {f"{m}/{k}": v for i, m in enumerate(METHODS) for k, v in
+               (("alignment", 40.0 + i), ("motion_accuracy", 0.1 * i), ("n_videos", 48))}
+    tracking.log_stage("baselines", params, tmp_path, {"method": "lamp+baselines", "metrics": metrics},
+                       deps_hash="x")
+    tracking.log_stage("metrics", params, tmp_path, {"metrics": {"motion_accuracy": 0.3}}, variant="no_tsm",
+                       deps_hash="x")
+    table = baseline_table(tmp_path)
+    assert list(table.index) == list(METHODS)
+    assert table.loc["animatediff", "alignment"] == 43.0 and table.loc["tune_a_video", "motion_accuracy"] == 0.1
+    ablations = comparison_table(search_metric_runs(tmp_path))
+    assert list(ablations.index) == ["no_tsm"]
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert set(runs["tags.method"]) == {"lamp+baselines", "lamp"}
+    result = CliRunner().invoke(app, ["compare", "--baselines", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "text2video_zero" in result.stdout and "43.0" in result.stdout
