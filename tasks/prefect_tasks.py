@@ -35,7 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from lamp_model.config import load_params
 from tasks import tracking
 
-GPU_STAGES = ("tune", "generate")
+GPU_STAGES = ("tune", "generate", "baseline_tune_a_video", "baseline_text2video_zero", "baseline_animatediff")
 PER_MOTION = ("extract", "cache", "tune", "generate")
 RETRIES = {"extract": 1, "metrics": 1, "report": 1}
 GPU_LIMIT = "gpu"

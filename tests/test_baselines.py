@@ -239,7 +239,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def baselines_project(tmp_path_factory):
-    """A temp DVC project (this repo's dvc.yaml and code, 2 motions, tiny sizes) after `dvc repro baselines`."""
+    """A temp DVC project (this repo's dvc.yaml and code, 2 motions, tiny sizes) after the flow `lamp-baselines`."""
     import os
     import shutil
     import subprocess
@@ -251,7 +251,7 @@ def baselines_project(tmp_path_factory):
     repo = Path(__file__).resolve().parents[1]
     root = tmp_path_factory.mktemp("baselines_project")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for d in ("lamp_model", "tasks"):
+    for d in ("lamp_model", "tasks", "flows"):
         shutil.copytree(repo / d, root / d, ignore=ignore)
     for f in ("dvc.yaml", "params.yaml"):
         shutil.copy(repo / f, root / f)
@@ -270,7 +270,22 @@ def baselines_project(tmp_path_factory):
         return out.stdout
 
     dvc("init", "--no-scm", "-q")
-    dvc("repro", "baselines")
+    # Through the Prefect flow (a temporary local API): every step is `dvc repro -s`, so afterwards
+    # DVC must find nothing to do (test below).
+    from prefect.settings import PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.baselines import lamp_baselines
+
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = env["PATH"]  # the stages' `python` is this venv's
+    try:
+        with temporary_settings({PREFECT_HOME: str(tmp_path_factory.mktemp("prefect_home"))}), \
+                prefect_test_harness(server_startup_timeout=180):
+            result = lamp_baselines(str(root), gpu_limit=None)
+    finally:
+        os.environ["PATH"] = old_path
+    assert result["table"].endswith("reports/baselines/table.md")
     return root, dvc
 
 
