@@ -6,8 +6,8 @@ placed under the real repo id in a Hugging Face hub cache (tests/real_standins.p
 in a temp DVC project: `scripts/merge_params.py configs/real.yaml`, tiny sizes and steps
 (the only overrides, like `dvc exp run -S`), four world videos per motion copied in as
 the user's data/videos/<motion>/*.mp4, the paper's prompts of data/prompts/eval.csv,
-`dvc repro` (SD-XL first frames, tuning with bf16 autocast + gradient checkpointing,
-fp16 sampling, open_clip metrics, report), a second `dvc repro` that does nothing, and
+`dvc repro report` (SD-XL first frames, tuning with bf16 autocast + gradient checkpointing,
+fp16 sampling, open_clip metrics, report), a second run that does nothing, and
 `lamp edit` with the SD-XL ControlNet. HF_HUB_OFFLINE=1 throughout: the ids resolve from
 the cache exactly as after a first download.
 
@@ -86,7 +86,7 @@ def real_project(tmp_path_factory):
     _run([sys.executable, "scripts/merge_params.py", "configs/real.yaml"], root, env)
     write_overrides(root / "params.yaml", TINY)
     _run([BIN / "dvc", "init", "--no-scm", "-q"], root, env)
-    repro = _run([BIN / "dvc", "repro"], root, env)
+    repro = _run([BIN / "dvc", "repro", "report"], root, env)
     return root, env, repro.stdout + repro.stderr
 
 
@@ -104,7 +104,7 @@ def test_dvc_repro_runs_every_stage_on_the_real_layout(real_project):
     root, env, log = real_project
     p = load_params(root / "params.yaml")
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    for stage in ("world", "base", "controlnet", "metrics", "report"):
+    for stage in ("world", "base", "metrics", "report"):
         assert stage in lock, stage
     for motion in MOTIONS:
         for stage in ("extract", "cache", "tune", "generate"):
@@ -128,14 +128,13 @@ def test_dvc_repro_runs_every_stage_on_the_real_layout(real_project):
             first = np.asarray(Image.open(root / f"outputs/videos/{motion}" / row["first_frame"]))
             assert first.shape == (H, W, 3)  # SD-XL's frame 0, rendered at its native size and fitted
     # The world's renderer and base training are not used with real weights: notes, not models.
-    assert not (root / "models/world/base").exists()
-    assert (root / "models/world_controlnet/NOT_USED.txt").is_file()
+    assert not (root / "models/world/base").exists() and (root / "models/world/NOT_USED.txt").is_file()
     assert (root / "reports/summary.md").is_file() and (root / "reports/gallery.html").is_file()
 
 
 def test_second_dvc_repro_is_a_no_op(real_project):
     root, env, _ = real_project
-    status = _run([BIN / "dvc", "status", "--json"], root, env).stdout
+    status = _run([BIN / "dvc", "status", "--with-deps", "report", "--json"], root, env).stdout
     assert json.loads(status) == {}
 
 
