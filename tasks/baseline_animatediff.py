@@ -22,8 +22,8 @@ from lamp_model.baselines import animatediff
 from lamp_model.config import Params
 from lamp_model.io import atomic_write
 from lamp_model.loading import load_sd_components, resolve_device
-from tasks.common import Layout, StageError, model_source, read_eval_prompts, stage_main
-from tasks.generate import GeneratedVideo, save_videos
+from tasks.common import Layout, model_source, stage_main
+from tasks.generate import every_motion_prompts, generate_every_motion
 from tasks.tune import read_latents
 
 log = logging.getLogger("lamp")
@@ -60,11 +60,7 @@ def train(params: Params, layout: Layout, comps, folder: Path) -> dict:
 def run(params: Params, root: Path) -> dict:
     layout = Layout(Path(root))
     a, s, c = params.baselines.animatediff, params.sample, params.clips
-    prompts_file = layout.eval_prompts_file(params)
-    prompts = read_eval_prompts(prompts_file, params.motions)
-    missing = [m for m in params.motions if not prompts.get(m)]
-    if missing:
-        raise StageError(f"{prompts_file}: no prompts for motions {missing}; add rows '<motion>,<prompt>'")
+    every_motion_prompts(params, layout)  # bad prompts stop here, not after training
     device = resolve_device(params.model.device)
     comps = load_sd_components(model_source(layout.root, params.model.base), device, torch.float32)
     comps.scheduler = DDIMScheduler.from_config(comps.scheduler.config)
@@ -80,18 +76,11 @@ def run(params: Params, root: Path) -> dict:
 
     pipe = animatediff.pipeline(comps, adapter)
     pipe.set_progress_bar_config(disable=True)
-    t0, outputs, n = time.perf_counter(), [], 0
-    for motion in params.motions:
-        videos = [GeneratedVideo(i, seed, prompt, animatediff.generate(
-                      pipe, prompt, num_frames=c.frames, height=c.height, width=c.width,
-                      num_inference_steps=s.ddim_steps, guidance_scale=s.guidance_scale, seed=seed))
-                  for i, prompt in enumerate(prompts[motion]) for seed in s.seeds]
-        out = layout.generated(motion, METHOD)
-        n += len(save_videos(out, videos, s.fps))
-        outputs.append(str(out))
-        log.info("animatediff %s: %d videos in %s", motion, len(videos), out)
-    result["metrics"]["seconds_per_video"] = (time.perf_counter() - t0) / n
-    result.update(videos=n, outputs=outputs + ([str(folder)] if not a.adapter else []))
+    done = generate_every_motion(params, layout, METHOD, lambda prompt, seed: animatediff.generate(
+        pipe, prompt, num_frames=c.frames, height=c.height, width=c.width, num_inference_steps=s.ddim_steps,
+        guidance_scale=s.guidance_scale, seed=seed))
+    result["metrics"]["seconds_per_video"] = done["seconds_per_video"]
+    result.update(videos=done["videos"], outputs=done["outputs"] + ([str(folder)] if not a.adapter else []))
     return result
 
 

@@ -7,7 +7,6 @@ into outputs/baselines/text2video_zero/<motion>/ (the layout of `generate`).
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -16,8 +15,8 @@ from diffusers import DDIMScheduler
 from lamp_model.baselines import text2video_zero as t2vz
 from lamp_model.config import Params
 from lamp_model.loading import load_sd_components, resolve_device
-from tasks.common import Layout, StageError, model_source, read_eval_prompts, stage_main
-from tasks.generate import GeneratedVideo, save_videos
+from tasks.common import Layout, model_source, stage_main
+from tasks.generate import generate_every_motion
 
 log = logging.getLogger("lamp")
 METHOD = "text2video_zero"
@@ -26,30 +25,17 @@ METHOD = "text2video_zero"
 def run(params: Params, root: Path) -> dict:
     layout = Layout(Path(root))
     s, c = params.sample, params.clips
-    prompts_file = layout.eval_prompts_file(params)
-    prompts = read_eval_prompts(prompts_file, params.motions)
-    missing = [m for m in params.motions if not prompts.get(m)]
-    if missing:
-        raise StageError(f"{prompts_file}: no prompts for motions {missing}; add rows '<motion>,<prompt>'")
     device = resolve_device(params.model.device)
     comps = load_sd_components(model_source(layout.root, params.model.base), device, torch.float32)
     comps.scheduler = DDIMScheduler.from_config(comps.scheduler.config)
     pipe = t2vz.pipeline(comps)
     pipe.set_progress_bar_config(disable=True)
     motion_px = params.baselines.text2video_zero.motion_px
-    t0, outputs, n = time.perf_counter(), [], 0
-    for motion in params.motions:
-        videos = [GeneratedVideo(i, seed, prompt, t2vz.generate(
-                      pipe, prompt, num_frames=c.frames, height=c.height, width=c.width,
-                      num_inference_steps=s.ddim_steps, guidance_scale=s.guidance_scale, seed=seed,
-                      motion_px=tuple(motion_px) if motion_px else None))
-                  for i, prompt in enumerate(prompts[motion]) for seed in s.seeds]
-        out = layout.generated(motion, METHOD)
-        n += len(save_videos(out, videos, s.fps))
-        outputs.append(str(out))
-        log.info("text2video-zero %s: %d videos in %s", motion, len(videos), out)
-    seconds = time.perf_counter() - t0
-    return {"method": METHOD, "videos": n, "outputs": outputs, "metrics": {"seconds_per_video": seconds / n}}
+    done = generate_every_motion(params, layout, METHOD, lambda prompt, seed: t2vz.generate(
+        pipe, prompt, num_frames=c.frames, height=c.height, width=c.width, num_inference_steps=s.ddim_steps,
+        guidance_scale=s.guidance_scale, seed=seed, motion_px=tuple(motion_px) if motion_px else None))
+    return {"method": METHOD, "videos": done["videos"], "outputs": done["outputs"],
+            "metrics": {"seconds_per_video": done["seconds_per_video"]}}
 
 
 if __name__ == "__main__":

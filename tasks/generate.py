@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,33 @@ def save_videos(out: Path, videos: list[GeneratedVideo], fps: int) -> list[dict]
     with atomic_write(out / "contact_sheet.png") as tmp:
         Image.fromarray(make_contact_sheet([v.frames for v in videos], labels)).save(tmp)
     return rows
+
+
+def every_motion_prompts(params: Params, layout: Layout) -> dict[str, list[str]]:
+    """The test prompts of every motion of params.yaml; one clear line when a motion has none."""
+    prompts_file = layout.eval_prompts_file(params)
+    prompts = read_eval_prompts(prompts_file, params.motions)
+    missing = [m for m in params.motions if not prompts.get(m)]
+    if missing:
+        raise StageError(f"{prompts_file}: no prompts for motions {missing}; add rows '<motion>,<prompt>'")
+    return prompts
+
+
+def generate_every_motion(params: Params, layout: Layout, method: str,
+                          make_video: Callable[[str, int], np.ndarray]) -> dict:
+    """A text-only method's videos: every motion's test prompts x sample.seeds through
+    make_video(prompt, seed) -> uint8 frames, saved in `generate`'s layout under the method's folder.
+    Returns the stage result's videos / outputs / seconds_per_video."""
+    prompts = every_motion_prompts(params, layout)
+    t0, outputs, n = time.perf_counter(), [], 0
+    for motion in params.motions:
+        videos = [GeneratedVideo(i, seed, prompt, make_video(prompt, seed))
+                  for i, prompt in enumerate(prompts[motion]) for seed in params.sample.seeds]
+        out = layout.generated(motion, method)
+        n += len(save_videos(out, videos, params.sample.fps))
+        outputs.append(str(out))
+        log.info("%s %s: %d videos in %s", method, motion, len(videos), out)
+    return {"videos": n, "outputs": outputs, "seconds_per_video": (time.perf_counter() - t0) / n}
 
 
 def run(params: Params, root: Path, motion: str | None = None, run_dir: str = "", untuned: bool = False,
