@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler
 
 from lamp_model.baselines import animatediff
 from lamp_model.config import Params
@@ -39,10 +38,13 @@ def train(params: Params, layout: Layout, comps, folder: Path) -> dict:
         clips.append(latents)
         texts += captions if params.data.use_captions else [params.motion_prompt(motion)] * len(latents)
     clips = torch.cat(clips)
-    adapter = animatediff.build_adapter(comps.unet, a.heads, seed=a.seed)
-    with torch.no_grad():  # the AnimateDiff pipeline's own text encoding, one embedding per clip
-        embs = animatediff.pipeline(comps, adapter).encode_prompt(texts, comps.unet.device, 1, False)[0].float()
-    unet = animatediff.motion_unet(comps.unet, adapter)  # a new video UNet: comps.unet is not changed
+    # The pipeline builds the video UNet (2D weights copied + the adapter; comps.unet is not changed):
+    # its own text encoding gives one embedding per clip, and its UNet is the one trained.
+    pipe = animatediff.pipeline(comps, animatediff.build_adapter(comps.unet, a.heads, seed=a.seed))
+    with torch.no_grad():
+        embs = pipe.encode_prompt(texts, comps.unet.device, 1, False)[0].float()
+    unet = pipe.unet.to(comps.unet.device)
+    unet.freeze_unet2d_params()
     log.info("animatediff: training a motion adapter on %d clips of %d motions, %d steps of %d", len(clips),
              len(params.motions), a.steps, a.batch_size)
     t0 = time.perf_counter()
@@ -63,7 +65,6 @@ def run(params: Params, root: Path) -> dict:
     every_motion_prompts(params, layout)  # bad prompts stop here, not after training
     device = resolve_device(params.model.device)
     comps = load_sd_components(model_source(layout.root, params.model.base), device, torch.float32)
-    comps.scheduler = DDIMScheduler.from_config(comps.scheduler.config)
     folder = layout.baseline_models / METHOD
     result: dict = {"method": METHOD, "metrics": {}}
 

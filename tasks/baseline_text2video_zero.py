@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler
 
 from lamp_model.baselines import text2video_zero as t2vz
 from lamp_model.config import Params
@@ -27,7 +26,6 @@ def run(params: Params, root: Path) -> dict:
     s, c = params.sample, params.clips
     device = resolve_device(params.model.device)
     comps = load_sd_components(model_source(layout.root, params.model.base), device, torch.float32)
-    comps.scheduler = DDIMScheduler.from_config(comps.scheduler.config)
     pipe = t2vz.pipeline(comps)
     pipe.set_progress_bar_config(disable=True)
     motion_px = params.baselines.text2video_zero.motion_px

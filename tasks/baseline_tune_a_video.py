@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler
 
 from lamp_model.baselines import tune_a_video as tav
 from lamp_model.config import Params
+from lamp_model.editing import ddim_invert
 from lamp_model.io import atomic_write
 from lamp_model.loading import load_sd_components, resolve_device
 from lamp_model.training import TrainSettings, train_motion
@@ -54,7 +54,6 @@ def run(params: Params, root: Path, motion: str | None = None) -> dict:
     device = resolve_device(params.model.device)
     comps = load_sd_components(model_source(layout.root, params.model.base), device, torch.float32)
     pipe = tav.pipeline(comps)
-    pipe.scheduler = DDIMScheduler.from_config(comps.scheduler.config)
     settings = TrainSettings(steps=b.steps, lr=b.lr, batch_size=b.batch_size, weight_decay=params.train.weight_decay,
                              grad_clip=params.train.grad_clip, seed=params.train.seed, first_frame_conditioning=False,
                              checkpoint_every=b.steps)
@@ -75,8 +74,6 @@ def run(params: Params, root: Path, motion: str | None = None) -> dict:
     template_latents = clips[:1].to(device)  # the template's first clip: the motion TAV reproduces
     inverted = None
     if not b.start_from_noise:
-        from lamp_model.editing import ddim_invert
-
         inverted = ddim_invert(pipe, template_latents, s.ddim_steps, pin_first_frame=False)
     videos = [GeneratedVideo(i, seed, prompt, tav.sample(
                   pipe, prompt, template_latents, num_frames=c.frames, height=c.height, width=c.width,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
+from ..editing import ddim_invert
 from ..layers import FrameContext
 from ..unet import LampUNet
 
@@ -108,8 +109,6 @@ def sample(pipe, prompt: str, template_latents: torch.Tensor | None, *, num_fram
     By default from the DDIM inversion of `template_latents` [1,c,f,h,w] (empty prompt, all frames;
     pass `inverted` to reuse one inversion for many prompts); `start_from_noise` samples from seeded noise.
     """
-    from ..editing import ddim_invert
-
     if not start_from_noise and inverted is None:
         if template_latents is None:
             raise ValueError("sampling from the inverted template needs template_latents (or inverted)")
