@@ -54,8 +54,11 @@ run: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc metrics show
 
 ## The test suite (what .ci/run calls). Slow quality runs are excluded: `make test-slow`.
+## Two pytest-xdist workers (one per core of CI's 2-core machine, one torch thread each), a test
+## file per worker at a time (module fixtures are built once); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: setup  # the slow quality runs (tests marked slow; 2-core CPU ~36 min, 2026-12-04)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
