@@ -2,8 +2,8 @@
 
 Scores LAMP's videos (outputs/videos, stage `generate`) and the baselines' (outputs/baselines/
 <method>/, stages `baseline_*`) with the metrics stage's own scorer (the CLIP of metrics.*) and
-motion classifier (fit on the training clips), per method and per seed of sample.seeds, and
-writes reports/baselines/:
+motion classifier (fit on the training clips), each video once, per method and seed of sample.seeds
+(a method's row is the mean over seeds, with their std), and writes reports/baselines/:
   * metrics.json: {"methods": {method: {alignment, consistency, diversity, motion_accuracy,
     motion_none_share, n_videos, per_motion, per_seed, *_std}}, "seeds", "prompts", "clip_model"};
   * table.md: this run's four rows (mean ± std over seeds) beside the paper's four, labelled;
@@ -23,7 +23,7 @@ import numpy as np
 from lamp_model.config import Params
 from lamp_model.io import atomic_write
 from tasks.common import Layout, read_generated, stage_main
-from tasks.metrics import VideoToScore, _clean, fit_classifier, load_scorer, score_videos
+from tasks.metrics import VideoToScore, _clean, fit_classifier, load_scorer, score_videos, videos_to_score
 from tasks.report import PAPER_TABLE1, _clip_description
 
 log = logging.getLogger("lamp")
@@ -34,23 +34,40 @@ NAMES = {"lamp": "LAMP", "tune_a_video": "Tune-A-Video", "text2video_zero": "Tex
 STARTS_FROM = {"lamp": "a given first frame", "tune_a_video": "its template video's inverted latents",
                "text2video_zero": "the prompt alone", "animatediff": "the prompt alone"}
 KEYS = ("alignment", "consistency", "diversity", "motion_accuracy", "motion_none_share")
+PER_MOTION_KEYS = ("alignment", "consistency", "diversity", "motion_accuracy")
 
 
 def _videos(layout: Layout, params: Params, method: str) -> list[tuple[VideoToScore, dict]]:
-    out = []
-    for motion in params.motions:
-        folder = layout.generated(motion, method)
-        for row in read_generated(layout, motion, method):
-            first = folder / row["first_frame"] if row["first_frame"] else None
-            out.append((VideoToScore(folder / row["mp4"], row["prompt"], motion, first), row))
-    return out
+    return [pair for motion in params.motions
+            for pair in videos_to_score(layout, motion, read_generated(layout, motion, method), method)]
 
 
 def _score(videos, scorer, classifier) -> dict:
     _, per_motion, overall = score_videos([v for v, _ in videos], scorer, classifier)
     summary = {k: overall.get(k) for k in ("n_videos", *KEYS, "first_frame_fidelity")}
-    summary["per_motion"] = {m: {k: s.get(k) for k in ("n_videos", "alignment", "consistency", "diversity",
-                                                        "motion_accuracy")} for m, s in per_motion.items()}
+    summary["per_motion"] = {m: {k: s.get(k) for k in ("n_videos", *PER_MOTION_KEYS)} for m, s in per_motion.items()}
+    return summary
+
+
+def _over_seeds(per_seed: dict[str, dict]) -> dict:
+    """A method's row: the mean over seeds of each seed's scores (every video decoded and embedded once),
+    with the std over seeds (None for one seed); per-motion values averaged the same way."""
+    def mean(values):
+        values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        return float(np.mean(values)) if values else None
+
+    rows = list(per_seed.values())
+    summary = {"n_videos": sum(r["n_videos"] for r in rows),
+               "first_frame_fidelity": mean([r["first_frame_fidelity"] for r in rows])}
+    for k in KEYS:
+        values = [r[k] for r in rows if r.get(k) is not None]
+        summary[k] = mean(values)
+        summary[f"{k}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    motions = rows[0]["per_motion"]
+    summary["per_motion"] = {m: {"n_videos": sum(r["per_motion"][m]["n_videos"] for r in rows),
+                                 **{k: mean([r["per_motion"][m][k] for r in rows]) for k in PER_MOTION_KEYS}}
+                             for m in motions}
+    summary["per_seed"] = {s: {k: r[k] for k in KEYS} for s, r in per_seed.items()} if len(rows) > 1 else {}
     return summary
 
 
@@ -63,13 +80,9 @@ def run(params: Params, root: Path) -> dict:
     methods = {}
     for method in METHODS:
         log.info("scoring %s: %d videos", method, len(videos[method]))
-        summary = _score(videos[method], scorer, classifier)
         per_seed = {str(s): _score([v for v in videos[method] if int(v[1]["seed"]) == s], scorer, classifier)
-                    for s in seeds} if len(seeds) > 1 else {}
-        for k in KEYS:
-            values = [r[k] for r in per_seed.values() if r.get(k) is not None]
-            summary[f"{k}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-        summary["per_seed"] = {s: {k: r[k] for k in KEYS} for s, r in per_seed.items()}
+                    for s in seeds}
+        summary = _over_seeds(per_seed)
         summary["starts_from"] = STARTS_FROM[method]
         methods[method] = _clean(summary)
     clip, comparable = _clip_description(params, layout.root)

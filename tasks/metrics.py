@@ -174,6 +174,15 @@ def score_videos(videos: list[VideoToScore], scorer: ClipScorer,
     return rows, per_motion, overall
 
 
+def videos_to_score(layout: Layout, motion: str, rows: list[dict],
+                    method: str = "lamp") -> list[tuple[VideoToScore, dict]]:
+    """A motion's generated videos (the rows of `read_generated`) as VideoToScore, each with its row."""
+    folder = layout.generated(motion, method)
+    return [(VideoToScore(folder / row["mp4"], row["prompt"], motion,
+                          folder / row["first_frame"] if row["first_frame"] else None),  # none: nothing to be faithful to
+             row) for row in rows]
+
+
 # ------------------------------------------------------------------ writing
 
 def _clean(x):
@@ -199,12 +208,10 @@ def run(params: Params, root: Path, run_dir: str = "") -> dict:
     scorer = load_scorer(params, layout.root)
     videos, meta = [], []
     for motion, rows in generated.items():
-        folder = layout.generated(motion)
-        for row in rows:
-            first = folder / row["first_frame"] if row["first_frame"] else None  # none: nothing to be faithful to
-            videos.append(VideoToScore(folder / row["mp4"], row["prompt"], motion, first))
+        for video, row in videos_to_score(layout, motion, rows):
+            videos.append(video)
             meta.append({"prompt_index": row["prompt_index"], "seed": row["seed"],
-                         "mp4": os.path.relpath(folder / row["mp4"], layout.out).replace(os.sep, "/")})
+                         "mp4": os.path.relpath(video.mp4, layout.out).replace(os.sep, "/")})
     rows, per_motion, overall = score_videos(videos, scorer, classifier)
 
     overall_keys = ("n_videos", *METRIC_KEYS, "diversity_all_videos", "diversity_mean_per_motion", "motion_chance",
