@@ -2,7 +2,8 @@
 
 The README states no figure of its own: the table between `<!-- figures:start -->` and
 `<!-- figures:end -->` is built from reports/metrics.json, reports/run_time.json and the committed
-benchmark results, so it cannot drift from them. The examples between `<!-- examples:start -->`
+benchmark results, so it cannot drift from them; the baselines table between `<!-- baselines:start -->`
+and `<!-- baselines:end -->` from reports/baselines/metrics.json and run_time.json. The examples between `<!-- examples:start -->`
 and `<!-- examples:end -->` follow a fixed rule: the first test prompt of every motion, first
 seed, with what the motion score sees in it (reports/examples/index.csv, written by the report
 stage), whatever it scores.
@@ -180,6 +181,42 @@ def examples(root: Path, per_row: int = 4) -> str:
     return "\n".join(lines)
 
 
+BASELINES_START, BASELINES_END = "<!-- baselines:start -->", "<!-- baselines:end -->"
+BASELINE_COLUMNS = (("alignment", "alignment ↑", False), ("consistency", "consistency ↑", False),
+                    ("diversity", "diversity ↓", False), ("motion_accuracy", "motion accuracy ↑", True),
+                    ("motion_none_share", "no motion read", True))
+
+
+def baselines(root: Path) -> str:
+    """Table 1 in the world: one row per method of reports/baselines/metrics.json (stage `baselines`)."""
+    m = load(root, "reports/baselines/metrics.json")
+    t = load(root, "reports/baselines/run_time.json")
+    seeds = m["seeds"]
+    spread = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"one seed ({seeds[0]})"
+
+    def cell(s: dict, key: str, percent: bool) -> str:
+        value, std = s.get(key), s.get(f"{key}_std")
+        if value is None:
+            return "n/a"
+        text = pct(value) if percent else f"{value:.2f}"
+        if std is None:
+            return text
+        return text + (f" ± {100 * std:.1f}" if percent else f" ± {std:.2f}")
+
+    best = max(m["methods"].values(), key=lambda s: s.get("motion_accuracy") or 0)
+    lines = [f"`make baselines` after `make run`: {minutes_range(t['minutes'])} ({t['machine']}, measured "
+             f"{t['measured']}); {spread}; {m['methods']['lamp']['n_videos']} videos per method; CLIP "
+             f"`{m['clip_model']}` ([reports/baselines/table.md](reports/baselines/table.md))", "",
+             "| method | " + " | ".join(h for _, h, _ in BASELINE_COLUMNS) + " | starts from |",
+             "|---|" + "---:|" * len(BASELINE_COLUMNS) + "---|"]
+    for s in m["methods"].values():
+        cells = [cell(s, k, p) for k, _, p in BASELINE_COLUMNS]
+        if s is best:
+            cells[3] = f"**{cells[3]}**"
+        lines.append(f"| {s['name']} | " + " | ".join(cells) + f" | {s['starts_from']} |")
+    return "\n".join(lines)
+
+
 def split(readme: str, start: str = START, end: str = END) -> tuple[str, str, str]:
     if start not in readme or end not in readme:
         sys.exit(f"readme_figures: README.md has no {start} ... {end} block")
@@ -221,17 +258,21 @@ def main(argv: list[str] | None = None) -> int:
     readme = readme_path.read_text()
     _, body, _ = split(readme)
     _, ex_body, _ = split(readme, EXAMPLES_START, EXAMPLES_END)
-    fresh, fresh_examples = table(args.root), examples(args.root)
+    _, bl_body, _ = split(readme, BASELINES_START, BASELINES_END)
+    fresh, fresh_examples, fresh_baselines = table(args.root), examples(args.root), baselines(args.root)
     if args.check:
         problems = stale(body, fresh)
         if ex_body != fresh_examples:
             problems.append("the example videos' prompts or scores differ from reports/examples/index.csv")
+        if bl_body != fresh_baselines:
+            problems.append("the baselines table differs from reports/baselines/metrics.json or run_time.json")
         for line in problems:
             print(f"stale figure in README.md: {line}", file=sys.stderr)
         if problems:
             print("run: python scripts/readme_figures.py", file=sys.stderr)
         return 1 if problems else 0
-    for start, end, block in ((START, END, fresh), (EXAMPLES_START, EXAMPLES_END, fresh_examples)):
+    for start, end, block in ((START, END, fresh), (EXAMPLES_START, EXAMPLES_END, fresh_examples),
+                              (BASELINES_START, BASELINES_END, fresh_baselines)):
         head, _, tail = split(readme, start, end)
         readme = f"{head}{start}\n{block}\n{end}{tail}"
     readme_path.write_text(readme)

@@ -4,8 +4,9 @@ Scores LAMP's videos (outputs/videos, stage `generate`) and the baselines' (outp
 <method>/, stages `baseline_*`) with the metrics stage's own scorer (the CLIP of metrics.*) and
 motion classifier (fit on the training clips), each video once, per method and seed of sample.seeds
 (a method's row is the mean over seeds, with their std), and writes reports/baselines/:
-  * metrics.json: {"methods": {method: {alignment, consistency, diversity, motion_accuracy,
-    motion_none_share, n_videos, per_motion, per_seed, *_std}}, "seeds", "prompts", "clip_model"};
+  * metrics.json: {"methods": {method: {name, alignment, consistency, diversity, motion_accuracy,
+    motion_none_share, n_videos, per_motion, per_seed, *_std, starts_from}}, "seeds", "prompts",
+    "clip_model"};
   * table.md: this run's four rows (mean ± std over seeds) beside the paper's four, labelled;
   * gallery.html: the first test prompt of each motion, one row per prompt, one column per method.
 """
@@ -83,7 +84,7 @@ def run(params: Params, root: Path) -> dict:
         per_seed = {str(s): _score([v for v in videos[method] if int(v[1]["seed"]) == s], scorer, classifier)
                     for s in seeds}
         summary = _over_seeds(per_seed)
-        summary["starts_from"] = STARTS_FROM[method]
+        summary["name"], summary["starts_from"] = NAMES[method], STARTS_FROM[method]
         methods[method] = _clean(summary)
     clip, comparable = _clip_description(params, layout.root)
     metrics = {"methods": methods, "seeds": seeds, "prompts": params.data.eval_prompts,

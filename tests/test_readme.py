@@ -48,7 +48,8 @@ def test_readme_figure_table_matches_its_sources():
 
 def _copy_sources(dst: Path) -> None:
     import shutil
-    for rel in ["README.md", "reports/metrics.json", "reports/run_time.json", "reports/examples/index.csv"]:
+    for rel in ["README.md", "reports/metrics.json", "reports/run_time.json", "reports/examples/index.csv",
+                "reports/baselines/metrics.json", "reports/baselines/run_time.json"]:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(README.parent / rel, dst / rel)
     shutil.copytree(README.parent / "benchmarks" / "results", dst / "benchmarks" / "results")
@@ -70,6 +71,20 @@ def test_a_changed_source_value_makes_the_check_fail_and_a_rewrite_fixes_it(tmp_
 
     assert figures("--root", str(tmp_path)).returncode == 0
     assert "motion accuracy **90.0 %**" in (tmp_path / "README.md").read_text()
+    assert figures("--check", "--root", str(tmp_path)).returncode == 0
+
+
+def test_a_changed_baseline_score_makes_the_check_fail_and_a_rewrite_fixes_it(tmp_path):
+    import json
+    _copy_sources(tmp_path)
+    path = tmp_path / "reports" / "baselines" / "metrics.json"
+    data = json.loads(path.read_text())
+    data["methods"]["animatediff"]["motion_accuracy"] = 0.75
+    path.write_text(json.dumps(data))
+    out = figures("--check", "--root", str(tmp_path))
+    assert out.returncode == 1 and "baselines table" in out.stderr, out.stderr
+    assert figures("--root", str(tmp_path)).returncode == 0
+    assert "| AnimateDiff | " in (readme := (tmp_path / "README.md").read_text()) and "**75.0 %**" in readme
     assert figures("--check", "--root", str(tmp_path)).returncode == 0
 
 
