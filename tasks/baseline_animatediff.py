@@ -4,7 +4,8 @@ With baselines.animatediff.adapter empty (the motion world), a motion adapter sh
 base UNet is trained on every motion's cached training clips with their captions (the
 analogue of AnimateDiff's large-scale video pre-training; LAMP's total budget by default) and
 saved to models/baselines/animatediff/; with real weights the adapter is loaded instead (the
-paper's mm_sd_v14.ckpt, or a diffusers adapter id/folder). Then every motion's test prompts x
+paper's mm_sd_v14.ckpt, or a diffusers adapter id/folder; the source is recorded in
+models/baselines/animatediff/adapter.json). Then every motion's test prompts x
 sample.seeds from the prompt alone (no first frame, as in the paper) into
 outputs/baselines/animatediff/<motion>/ (the layout of `generate`).
 """
@@ -59,8 +60,8 @@ def train(params: Params, layout: Layout, comps, folder: Path) -> dict:
     return {"loss": losses, "metrics": {"train_s": train_s}}
 
 
-def run(params: Params, root: Path) -> dict:
-    layout = Layout(Path(root))
+def run(params: Params, root: Path, run_dir: str = "") -> dict:
+    layout = Layout(Path(root), run_dir)  # run_dir: a benchmark run (benchmarks/baseline_runs.py)
     a, s, c = params.baselines.animatediff, params.sample, params.clips
     every_motion_prompts(params, layout)  # bad prompts stop here, not after training
     device = resolve_device(params.model.device)
@@ -71,6 +72,8 @@ def run(params: Params, root: Path) -> dict:
     if a.adapter:
         adapter = animatediff.load_adapter(model_source(layout.root, a.adapter), device)
         result["adapter"] = a.adapter
+        with atomic_write(folder / "adapter.json") as tmp:  # the stage's record: loaded, not trained here
+            tmp.write_text(json.dumps({"adapter": a.adapter, "trained_here": False}, indent=1) + "\n")
     else:
         result.update(train(params, layout, comps, folder))
         adapter = animatediff.load_adapter(str(folder), device)  # what was saved is what samples
@@ -81,7 +84,7 @@ def run(params: Params, root: Path) -> dict:
         pipe, prompt, num_frames=c.frames, height=c.height, width=c.width, num_inference_steps=s.ddim_steps,
         guidance_scale=s.guidance_scale, seed=seed))
     result["metrics"]["seconds_per_video"] = done["seconds_per_video"]
-    result.update(videos=done["videos"], outputs=done["outputs"] + ([str(folder)] if not a.adapter else []))
+    result.update(videos=done["videos"], outputs=done["outputs"] + [str(folder)])
     return result
 
 

@@ -1,14 +1,16 @@
 """A rehearsal of the real-weights path, as the README tells a GPU user to run it.
 
-Every hub repo configs/real.yaml names (SD v1.4, SD-XL, the SD-XL canny ControlNet, and
-open_clip's ViT-L-14 "openai" repo) is replaced by a tiny stand-in with the real layout,
-placed under the real repo id in a Hugging Face hub cache (tests/real_standins.py). Then,
+Every hub repo configs/real.yaml names (SD v1.4, SD-XL, the SD-XL canny ControlNet,
+open_clip's ViT-L-14 "openai" repo, AnimateDiff's motion module) is replaced by a tiny
+stand-in with the real layout, placed under the real repo id in a Hugging Face hub cache
+(tests/real_standins.py). Then,
 in a temp DVC project: `scripts/merge_params.py configs/real.yaml`, tiny sizes and steps
 (the only overrides, like `dvc exp run -S`), four world videos per motion copied in as
 the user's data/videos/<motion>/*.mp4, the paper's prompts of data/prompts/eval.csv,
 `dvc repro report` (SD-XL first frames, tuning with bf16 autocast + gradient checkpointing,
-fp16 sampling, open_clip metrics, report), a second run that does nothing, and
-`lamp edit` with the SD-XL ControlNet. HF_HUB_OFFLINE=1 throughout: the ids resolve from
+fp16 sampling, open_clip metrics, report), a second run that does nothing,
+`lamp edit` with the SD-XL ControlNet, and the AnimateDiff baseline with the paper's
+motion module (mm_sd_v14.ckpt by its hub URL). HF_HUB_OFFLINE=1 throughout: the ids resolve from
 the cache exactly as after a first download.
 
 Not rehearsed here (needs real weights and a GPU): the ViT-L-14 name lookup (the stand-in
@@ -151,3 +153,41 @@ def test_lamp_edit_with_the_sdxl_canny_controlnet(real_project):
     source, _ = read_video(out / "rain_0_source.mp4")
     assert edited.shape == source.shape == (F, H, W, 3)
     assert not np.array_equal(edited, source)
+
+
+def test_animatediff_baseline_loads_the_papers_motion_module_by_its_url(real_project):
+    """`dvc repro baseline_animatediff` with the preset's adapter: AnimateDiff's original mm_sd_v14.ckpt,
+    named by its hub URL, converted by diffusers' single-file loader (its config from the v1 adapter
+    repo) and run on the SD v1.4 UNet; text-only videos for every test prompt, nothing trained."""
+    root, env, _ = real_project
+    p = load_params(root / "params.yaml")
+    assert p.baselines.animatediff.adapter == "https://huggingface.co/guoyww/animatediff/blob/main/mm_sd_v14.ckpt"
+    _run([BIN / "dvc", "repro", "-s", "baseline_animatediff"], root, env)
+    record = json.loads((root / "models/baselines/animatediff/adapter.json").read_text())
+    assert record == {"adapter": p.baselines.animatediff.adapter, "trained_here": False}
+    assert not (root / "models/baselines/animatediff/diffusion_pytorch_model.safetensors").exists()
+    with open(root / "data/prompts/eval.csv", newline="") as f:
+        prompts = [r for r in csv.DictReader(f) if r["motion"] in MOTIONS]
+    for motion in MOTIONS:
+        with open(root / f"outputs/baselines/animatediff/{motion}/index.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == len([r for r in prompts if r["motion"] == motion]) * len(p.sample.seeds)
+        frames, _ = read_video(root / f"outputs/baselines/animatediff/{motion}" / rows[0]["mp4"])
+        assert frames.shape == (F, H, W, 3)
+        assert not rows[0]["first_frame"]  # from the prompt alone
+    status = _run([BIN / "dvc", "status", "baseline_animatediff", "--json"], root, env).stdout
+    assert json.loads(status) == {}
+
+
+def test_the_motion_module_stand_in_holds_the_v1_adapters_weights(real_project, tmp_path):
+    """The single-file conversion is lossless on the stand-in: mm_sd_v14.ckpt by URL == the diffusers
+    folder of guoyww/animatediff-motion-adapter-v1-5 (both hold the same weights in the stand-in cache)."""
+    root, env, _ = real_project
+    code = ("import torch; from diffusers import MotionAdapter;"
+            "from lamp_model.baselines.animatediff import load_adapter, SD14_MOTION_MODULE;"
+            "a = load_adapter(SD14_MOTION_MODULE).state_dict();"
+            "b = MotionAdapter.from_pretrained('guoyww/animatediff-motion-adapter-v1-5').state_dict();"
+            "assert set(a) == set(b), set(a) ^ set(b);"
+            "print(len(a), max(float((a[k] - b[k]).abs().max()) for k in a))")
+    out = _run([sys.executable, "-c", code], root, env).stdout.split()
+    assert int(out[-2]) > 100 and float(out[-1]) == 0.0
