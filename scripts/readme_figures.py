@@ -3,8 +3,9 @@
 The README states no figure of its own: the table between `<!-- figures:start -->` and
 `<!-- figures:end -->` is built from reports/metrics.json, reports/run_time.json and the committed
 benchmark results, so it cannot drift from them; the baselines table between `<!-- baselines:start -->`
-and `<!-- baselines:end -->` from reports/baselines/metrics.json and run_time.json. The examples between `<!-- examples:start -->`
-and `<!-- examples:end -->` follow a fixed rule: the first test prompt of every motion, first
+and `<!-- baselines:end -->` from benchmarks/results/baselines_3seeds_cpu.json (Table 1 over seeds) or, before
+there is one, reports/baselines/metrics.json, with reports/baselines/run_time.json. The examples
+between `<!-- examples:start -->` and `<!-- examples:end -->` follow a fixed rule: the first test prompt of every motion, first
 seed, with what the motion score sees in it (reports/examples/index.csv, written by the report
 stage), whatever it scores.
 
@@ -187,13 +188,11 @@ BASELINE_COLUMNS = (("alignment", "alignment ↑", False), ("consistency", "cons
                     ("motion_none_share", "no motion read", True))
 
 
-def baselines(root: Path) -> str:
-    """Table 1 in the world: one row per method of reports/baselines/metrics.json (stage `baselines`)."""
-    m = load(root, "reports/baselines/metrics.json")
-    t = load(root, "reports/baselines/run_time.json")
-    seeds = m["seeds"]
-    spread = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"one seed ({seeds[0]})"
+BASELINE_SEEDS = "benchmarks/results/baselines_3seeds_cpu.json"
 
+
+def baseline_rows(methods: dict) -> list[str]:
+    """The table of one row per method (mean ± std where there are several seeds), the best motion accuracy in bold."""
     def cell(s: dict, key: str, percent: bool) -> str:
         value, std = s.get(key), s.get(f"{key}_std")
         if value is None:
@@ -203,18 +202,38 @@ def baselines(root: Path) -> str:
             return text
         return text + (f" ± {100 * std:.1f}" if percent else f" ± {std:.2f}")
 
-    best = max(m["methods"].values(), key=lambda s: s.get("motion_accuracy") or 0)
-    lines = [f"`make baselines` after `make run`: {minutes_range(t['minutes'])} ({t['machine']}, measured "
-             f"{t['measured']}); {spread}; {m['methods']['lamp']['n_videos']} videos per method; CLIP "
-             f"`{m['clip_model']}` ([reports/baselines/table.md](reports/baselines/table.md))", "",
-             "| method | " + " | ".join(h for _, h, _ in BASELINE_COLUMNS) + " | starts from |",
+    best = max(methods.values(), key=lambda s: s.get("motion_accuracy") or 0)
+    lines = ["| method | " + " | ".join(h for _, h, _ in BASELINE_COLUMNS) + " | starts from |",
              "|---|" + "---:|" * len(BASELINE_COLUMNS) + "---|"]
-    for s in m["methods"].values():
+    for s in methods.values():
         cells = [cell(s, k, p) for k, _, p in BASELINE_COLUMNS]
         if s is best:
             cells[3] = f"**{cells[3]}**"
         lines.append(f"| {s['name']} | " + " | ".join(cells) + f" | {s['starts_from']} |")
-    return "\n".join(lines)
+    return lines
+
+
+def baselines(root: Path) -> str:
+    """Table 1 in the world: over seeds from benchmarks.baseline_seeds' result when there is one, else
+    reports/baselines/metrics.json (stage `baselines`, the seeds of params.yaml); with `make baselines`' time."""
+    t = load(root, "reports/baselines/run_time.json")
+    timing = (f"`make baselines` after `make run`: {minutes_range(t['minutes'])} ({t['machine']}, measured "
+              f"{t['measured']})")
+    if (root / BASELINE_SEEDS).is_file():
+        m = load(root, BASELINE_SEEDS)
+        seeds = m["seeds"]
+        head = (f"`{m['command']}` after `make baselines`: every method trained and sampled once per seed, "
+                f"mean ± std over seeds {seeds}; {m['methods']['lamp']['n_videos']} videos per method; CLIP "
+                f"`{m['clip_model']}` ([{BASELINE_SEEDS}]({BASELINE_SEEDS}); {m['machine']['cpu_count']} CPU "
+                f"cores, {m['machine']['cpu_model']}). Seed {seeds[0]} alone is {timing} "
+                "([reports/baselines/table.md](reports/baselines/table.md)).")
+        return "\n".join([head, "", *baseline_rows(m["methods"])])
+    m = load(root, "reports/baselines/metrics.json")
+    seeds = m["seeds"]
+    spread = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"one seed ({seeds[0]})"
+    head = (f"{timing}; {spread}; {m['methods']['lamp']['n_videos']} videos per method; CLIP "
+            f"`{m['clip_model']}` ([reports/baselines/table.md](reports/baselines/table.md))")
+    return "\n".join([head, "", *baseline_rows(m["methods"])])
 
 
 def split(readme: str, start: str = START, end: str = END) -> tuple[str, str, str]:
@@ -265,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         if ex_body != fresh_examples:
             problems.append("the example videos' prompts or scores differ from reports/examples/index.csv")
         if bl_body != fresh_baselines:
-            problems.append("the baselines table differs from reports/baselines/metrics.json or run_time.json")
+            problems.append(f"the baselines table differs from {BASELINE_SEEDS} or reports/baselines/ "
+                            "(metrics.json, run_time.json)")
         for line in problems:
             print(f"stale figure in README.md: {line}", file=sys.stderr)
         if problems:

@@ -21,8 +21,8 @@ log = logging.getLogger("lamp")
 METHOD = "text2video_zero"
 
 
-def run(params: Params, root: Path) -> dict:
-    layout = Layout(Path(root))
+def run(params: Params, root: Path, run_dir: str = "") -> dict:
+    layout = Layout(Path(root), run_dir)  # run_dir: a benchmark run (benchmarks/baseline_runs.py)
     s, c = params.sample, params.clips
     device = resolve_device(params.model.device)
     comps = load_sd_components(model_source(layout.root, params.model.base), device, torch.float32)

@@ -39,8 +39,8 @@ def template_clips(layout: Layout, motion: str, seed: int) -> tuple[str, list[in
     return template, [i for i, f in enumerate(files) if f == template]
 
 
-def run(params: Params, root: Path, motion: str | None = None) -> dict:
-    layout = Layout(Path(root))
+def run(params: Params, root: Path, motion: str | None = None, run_dir: str = "") -> dict:
+    layout = Layout(Path(root), run_dir)  # run_dir: a benchmark run (benchmarks/baseline_runs.py)
     b, s, c = params.baselines.tune_a_video, params.sample, params.clips
     prompts_file = layout.eval_prompts_file(params)
     prompts = read_eval_prompts(prompts_file, params.motions).get(motion, [])

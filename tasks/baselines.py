@@ -38,19 +38,21 @@ KEYS = ("alignment", "consistency", "diversity", "motion_accuracy", "motion_none
 PER_MOTION_KEYS = ("alignment", "consistency", "diversity", "motion_accuracy")
 
 
-def _videos(layout: Layout, params: Params, method: str) -> list[tuple[VideoToScore, dict]]:
+def method_videos(layout: Layout, params: Params, method: str) -> list[tuple[VideoToScore, dict]]:
+    """Every generated video of `method` (all motions of params.yaml) with its index.csv row."""
     return [pair for motion in params.motions
             for pair in videos_to_score(layout, motion, read_generated(layout, motion, method), method)]
 
 
-def _score(videos, scorer, classifier) -> dict:
+def score_method(videos, scorer, classifier) -> dict:
+    """One method's scores on its videos (pairs of `method_videos`): the row of the table, per motion too."""
     _, per_motion, overall = score_videos([v for v, _ in videos], scorer, classifier)
     summary = {k: overall.get(k) for k in ("n_videos", *KEYS, "first_frame_fidelity")}
     summary["per_motion"] = {m: {k: s.get(k) for k in ("n_videos", *PER_MOTION_KEYS)} for m, s in per_motion.items()}
     return summary
 
 
-def _over_seeds(per_seed: dict[str, dict]) -> dict:
+def over_seeds(per_seed: dict[str, dict]) -> dict:
     """A method's row: the mean over seeds of each seed's scores (every video decoded and embedded once),
     with the std over seeds (None for one seed); per-motion values averaged the same way."""
     def mean(values):
@@ -74,16 +76,16 @@ def _over_seeds(per_seed: dict[str, dict]) -> dict:
 
 def run(params: Params, root: Path) -> dict:
     layout = Layout(Path(root))
-    videos = {m: _videos(layout, params, m) for m in METHODS}  # fail fast, before the models load
+    videos = {m: method_videos(layout, params, m) for m in METHODS}  # fail fast, before the models load
     classifier = fit_classifier(params, layout)
     scorer = load_scorer(params, layout.root)
     seeds = list(params.sample.seeds)
     methods = {}
     for method in METHODS:
         log.info("scoring %s: %d videos", method, len(videos[method]))
-        per_seed = {str(s): _score([v for v in videos[method] if int(v[1]["seed"]) == s], scorer, classifier)
+        per_seed = {str(s): score_method([v for v in videos[method] if int(v[1]["seed"]) == s], scorer, classifier)
                     for s in seeds}
-        summary = _over_seeds(per_seed)
+        summary = over_seeds(per_seed)
         summary["name"], summary["starts_from"] = NAMES[method], STARTS_FROM[method]
         methods[method] = _clean(summary)
     clip, comparable = _clip_description(params, layout.root)

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
+import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -360,3 +364,82 @@ def test_baseline_runs_are_tagged_and_kept_out_of_the_ablation_table(tmp_path):
     result = CliRunner().invoke(app, ["compare", "--baselines", "--root", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "text2video_zero" in result.stdout and "43.0" in result.stdout
+
+
+def _digest(folder: Path) -> dict:
+    """sha256 of every file under `folder`: the pipeline's outputs before and after a benchmark."""
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_baseline_lr_is_chosen_on_validation_prompts_without_touching_the_test_outputs(baselines_project):
+    """benchmarks/baseline_lr.py runs the stage code per rate into runs/, scores the validation videos and
+    applies the pre-set rule; the test prompts and the pipeline's own outputs are left alone."""
+    from benchmarks import baseline_lr
+
+    root, _ = baselines_project
+    validation = root / "data/prompts/val.csv"
+    validation.write_text("motion,prompt\nrain,rain on a yellow hut\nhelicopter,a blue helicopter at night\n")
+
+    before = (_digest(root / "outputs"), _digest(root / "models/baselines"))
+    with pytest.raises(SystemExit, match="test"):
+        baseline_lr.main(["--root", str(root), "--prompts", "data/prompts/test_eval.csv"])
+    result = baseline_lr.main(["--root", str(root), "--prompts", "data/prompts/val.csv", "--methods",
+                               "tune_a_video", "--lrs", "1e-3,1e-2", "--out", str(root / "lr.json")])
+    assert (_digest(root / "outputs"), _digest(root / "models/baselines")) == before
+    scores = result["methods"]["tune_a_video"]["scores"]
+    assert set(scores) == {"0.001", "0.01"}
+    for lr, s in scores.items():
+        videos = root / s["run_dir"] / "outputs/baselines/tune_a_video"
+        prompts = {r["prompt"] for m in BASELINE_MOTIONS
+                   for r in csv.DictReader((videos / m / "index.csv").open())}
+        assert prompts == {"rain on a yellow hut", "a blue helicopter at night"}, lr
+        assert s["n_videos"] == 2 * 2  # one prompt per motion x sample.seeds [0, 1]
+    best = max(s["motion_accuracy"] for s in scores.values())
+    assert scores[f"{result['methods']['tune_a_video']['chosen_lr']:g}"]["motion_accuracy"] == best
+    assert json.loads((root / "lr.json").read_text())["methods"]["tune_a_video"]["chosen_lr"] in (1e-3, 1e-2)
+
+
+def test_baseline_lr_ties_go_to_the_rate_nearest_lamps():
+    from benchmarks.baseline_lr import choose
+
+    assert choose({3e-4: {"motion_accuracy": 0.5}, 3e-3: {"motion_accuracy": 0.25}}, 1e-3) == 3e-4
+    assert choose({1e-4: {"motion_accuracy": 0.5}, 3e-3: {"motion_accuracy": 0.5}}, 1e-3) == 3e-3
+    assert choose({1e-4: {"motion_accuracy": 0.5}, 1e-3: {"motion_accuracy": 0.5}}, 1e-3) == 1e-3
+
+
+def test_baseline_seeds_trains_and_samples_every_method_once_per_seed(baselines_project):
+    """benchmarks/baseline_seeds.py: one run of each method per seed (its stage code, into runs/), the
+    table's row = mean ± std over the seeds; the pipeline's own outputs are not touched."""
+    from benchmarks import baseline_seeds
+
+    root, _ = baselines_project
+
+    before = _digest(root / "outputs")
+    result = baseline_seeds.main(["--root", str(root), "--seeds", "0,1"])
+    assert _digest(root / "outputs") == before  # params.yaml samples seeds [0, 1]: no seed is the pipeline's
+    assert result["seeds"] == [0, 1] and list(result["methods"]) == ["lamp", "tune_a_video", "text2video_zero",
+                                                                      "animatediff"]
+    for method, row in result["methods"].items():
+        assert row["n_videos"] == 3 * 2, method  # 3 test prompts x one sample per seed x 2 seeds
+        assert set(row["per_seed"]) == {"0", "1"} and row["motion_accuracy_std"] is not None
+        for seed in (0, 1):
+            index = root / f"runs/baseline_seeds/seed{seed}" / (
+                "outputs/videos/rain" if method == "lamp" else f"outputs/baselines/{method}/rain") / "index.csv"
+            assert {r["seed"] for r in csv.DictReader(index.open())} == {str(seed)}, (method, seed)
+    tav = [json.loads((root / f"runs/baseline_seeds/seed{s}/models/baselines/tune_a_video/rain/train_config.json")
+                      .read_text())["settings"]["template_seed"] for s in (0, 1)]
+    assert tav == [0, 1]
+
+
+def test_baseline_seeds_reads_the_pipeline_only_for_the_seed_params_yaml_sets_everywhere():
+    from benchmarks.baseline_seeds import is_pipelines_seed
+    from lamp_model.config import load_params
+
+    repo = Path(__file__).resolve().parents[1]
+    params = load_params(repo / "params.yaml", {"train.seed": 0, "sample.seeds": [0],
+                                                "baselines.tune_a_video.template_seed": 0,
+                                                "baselines.animatediff.seed": 0})
+    assert is_pipelines_seed(params, 0) and not is_pipelines_seed(params, 1)
+    two = load_params(repo / "params.yaml", {"train.seed": 0, "sample.seeds": [0, 1]})
+    assert not is_pipelines_seed(two, 0)
