@@ -1,6 +1,6 @@
 """Table 1 over several seeds: LAMP and its three baselines, each trained and sampled once per seed.
 
-    python -m benchmarks.baseline_seeds --seeds 0,1,2 --out benchmarks/results/baselines_3seeds_cpu.json
+    python -m benchmarks.baseline_seeds --seeds 0,1,2 --out benchmarks/results/baselines_seeds.json
     (after `make baselines`)
 
 A seed s sets every random draw of every method, as flows/ablations.py does for LAMP: LAMP's

@@ -3,7 +3,7 @@
 The README states no figure of its own: the table between `<!-- figures:start -->` and
 `<!-- figures:end -->` is built from reports/metrics.json, reports/run_time.json and the committed
 benchmark results, so it cannot drift from them; the baselines table between `<!-- baselines:start -->`
-and `<!-- baselines:end -->` from benchmarks/results/baselines_3seeds_cpu.json (Table 1 over seeds) or, before
+and `<!-- baselines:end -->` from benchmarks/results/baselines_seeds.json (Table 1 over seeds) or, before
 there is one, reports/baselines/metrics.json, with reports/baselines/run_time.json. The examples
 between `<!-- examples:start -->` and `<!-- examples:end -->` follow a fixed rule: the first test prompt of every motion, first
 seed, with what the motion score sees in it (reports/examples/index.csv, written by the report
@@ -188,7 +188,7 @@ BASELINE_COLUMNS = (("alignment", "alignment ↑", False), ("consistency", "cons
                     ("motion_none_share", "no motion read", True))
 
 
-BASELINE_SEEDS = "benchmarks/results/baselines_3seeds_cpu.json"
+BASELINE_SEEDS = "benchmarks/results/baselines_seeds.json"
 
 
 def baseline_rows(methods: dict) -> list[str]:
@@ -222,7 +222,8 @@ def baselines(root: Path) -> str:
     if (root / BASELINE_SEEDS).is_file():
         m = load(root, BASELINE_SEEDS)
         seeds = m["seeds"]
-        head = (f"`{m['command']}` after `make baselines`: every method trained and sampled once per seed, "
+        head = (f"`make baselines-seeds` (`{m['command']}`, after `make baselines`): every method trained and "
+                "sampled once per seed, "
                 f"mean ± std over seeds {seeds}; {m['methods']['lamp']['n_videos']} videos per method; CLIP "
                 f"`{m['clip_model']}` ([{BASELINE_SEEDS}]({BASELINE_SEEDS}); {m['machine']['cpu_count']} CPU "
                 f"cores, {m['machine']['cpu_model']}). Seed {seeds[0]} alone is {timing} "

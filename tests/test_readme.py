@@ -74,7 +74,7 @@ def test_a_changed_source_value_makes_the_check_fail_and_a_rewrite_fixes_it(tmp_
     assert figures("--check", "--root", str(tmp_path)).returncode == 0
 
 
-BASELINE_SEEDS = "benchmarks/results/baselines_3seeds_cpu.json"  # scripts/readme_figures.py's source, when present
+BASELINE_SEEDS = "benchmarks/results/baselines_seeds.json"  # scripts/readme_figures.py's source, when present
 
 
 def test_a_changed_baseline_score_makes_the_check_fail_and_a_rewrite_fixes_it(tmp_path):
