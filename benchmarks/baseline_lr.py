@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
     unknown = sorted(set(methods) - set(TRAINED))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; choose from {','.join(TRAINED)}")
-    score = None
+    score = Scorer(base, root)  # classifier and CLIP: the same for every method and rate
     result = {"what": __doc__.split("\n")[0], "machine": machine_info(torch.device("cpu")),
               "prompts": args.prompts, "rule": "highest validation motion accuracy; ties to the rate nearest "
               f"train.lr = {base.train.lr:g}", "methods": {}}
@@ -69,13 +69,13 @@ def main(argv=None) -> dict:
         for lr in lrs:
             params = load_params(root / "params.yaml", {"data.eval_prompts": args.prompts, "tracking.enabled": False,
                                                         f"baselines.{method}.lr": lr})
-            seconds = make_videos(root, params, method, run_dir(method, lr), args.reuse)
-            score = score or Scorer(params, root)
-            s = score(params, Layout(root, run_dir(method, lr)), method)
+            folder = run_dir(method, lr)
+            seconds = make_videos(root, params, method, folder, args.reuse)
+            s = score(params, Layout(root, folder), method)
             scores[lr] = {"motion_accuracy": s["motion_accuracy"], "alignment": s["alignment"],
                           "motion_none_share": s["motion_none_share"], "n_videos": s["n_videos"],
                           "per_motion": {m: v["motion_accuracy"] for m, v in s["per_motion"].items()},
-                          "seconds": round(seconds, 1), "run_dir": run_dir(method, lr)}
+                          "seconds": round(seconds, 1), "run_dir": folder}
             print(f"{method} lr {lr:g}: motion accuracy {s['motion_accuracy']:.3f}, alignment "
                   f"{s['alignment']:.2f}, none {s['motion_none_share']:.2f} ({seconds:.0f} s)", flush=True)
         chosen = choose(scores, base.train.lr)

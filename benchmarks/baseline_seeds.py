@@ -16,6 +16,7 @@ runs/baseline_seeds/seed<s>/. The row of a method is the mean over seeds with th
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -39,10 +40,10 @@ def seed_overrides(seed: int) -> dict:
 
 def is_pipelines_seed(params, seed: int) -> bool:
     """True when the pipeline's own outputs are this seed's run (params.yaml already sets every draw to it)."""
-    current = {"train.seed": params.train.seed, "sample.seeds": list(params.sample.seeds),
-               "baselines.tune_a_video.template_seed": params.baselines.tune_a_video.template_seed,
-               "baselines.animatediff.seed": params.baselines.animatediff.seed}
-    return current == seed_overrides(seed)
+    def value(dotted: str):
+        return functools.reduce(getattr, dotted.split("."), params)
+
+    return all(value(k) == v for k, v in seed_overrides(seed).items())
 
 
 def main(argv=None) -> dict:
