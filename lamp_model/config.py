@@ -107,6 +107,8 @@ class TrainParams(_Section):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast on CPU and CUDA; fp16 adds loss scaling
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after warm-up; cosine ends at 0
+    warmup_steps: int = Field(0, ge=0)
     seed: int = 0
 
     @field_validator("mixed_precision", mode="before")
@@ -214,6 +216,9 @@ class Params(_Section):
         if motion_px is not None and len(motion_px) != 2:
             raise ValueError(f"baselines.text2video_zero.motion_px = {motion_px}: give [x, y] pixels per frame, "
                              "or null for the paper's default")
+        if self.train.warmup_steps >= self.train.steps:
+            raise ValueError(f"train.warmup_steps = {self.train.warmup_steps}: must be below train.steps "
+                             f"= {self.train.steps} (the warm-up is part of the run)")
         if self.controlnet.canny_low >= self.controlnet.canny_high:
             raise ValueError(f"controlnet.canny_low = {self.controlnet.canny_low}: must be below controlnet.canny_high "
                              f"= {self.controlnet.canny_high} (cv2.Canny's hysteresis thresholds)")

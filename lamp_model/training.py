@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from .io import atomic_write
@@ -39,6 +40,8 @@ class TrainSettings:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16": autocast on the UNet's device (CPU or CUDA)
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False
+    lr_schedule: str = "constant"  # "constant" | "cosine": diffusers.optimization schedules, after warm-up
+    warmup_steps: int = 0  # linear warm-up from 0 to lr over these steps
 
 
 def lamp_loss(unet: LampUNet, scheduler: DDPMScheduler, latents: torch.Tensor, text_emb: torch.Tensor,
@@ -67,6 +70,12 @@ def _optimizer(unet: LampUNet, s: TrainSettings) -> torch.optim.Optimizer:
                               "or set train.use_8bit_adam: false") from None
         return bnb.optim.AdamW8bit(params, lr=s.lr, weight_decay=s.weight_decay)
     return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def _lr_scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of every step: warm-up, then constant or a half cosine down to 0 at `steps`."""
+    name = {"constant": "constant_with_warmup", "cosine": "cosine"}[s.lr_schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=s.warmup_steps, num_training_steps=s.steps)
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -102,12 +111,13 @@ def train_motion(unet: LampUNet, scheduler: DDPMScheduler, clips: torch.Tensor, 
     if s.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     optimizer = _optimizer(unet, s)
+    lr_scheduler = _lr_scheduler(optimizer, s)
     generator = torch.Generator(device="cpu").manual_seed(s.seed)
     scaler = _grad_scaler(device, s.mixed_precision)
     losses: list[float] = []
     start = 0
     if checkpoint_dir is not None and (Path(checkpoint_dir) / STATE_FILE).exists():
-        start, losses = _resume(unet, optimizer, scaler, generator, Path(checkpoint_dir))
+        start, losses = _resume(unet, optimizer, lr_scheduler, scaler, generator, Path(checkpoint_dir))
     params = [p for _, p in unet.trainable_parameters()]
     end = s.steps if stop_after is None else min(s.steps, start + stop_after)
     for step in tqdm(range(start, end), initial=start, total=s.steps, desc="tune", leave=False):
@@ -125,35 +135,42 @@ def train_motion(unet: LampUNet, scheduler: DDPMScheduler, clips: torch.Tensor, 
         torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        lr_scheduler.step()
         losses.append(loss.item())
         if on_step is not None:
             on_step(step, losses[-1])
         done = step + 1
         if checkpoint_dir is not None and (done % s.checkpoint_every == 0 or done == end):
-            save_checkpoint(unet, optimizer, generator, done, losses, Path(checkpoint_dir), s, scaler)
+            save_checkpoint(unet, optimizer, generator, done, losses, Path(checkpoint_dir), s, scaler,
+                            lr_scheduler)
     unet.eval()
     return losses
 
 
 def save_checkpoint(unet: LampUNet, optimizer, generator, step: int, losses: list[float], folder: Path,
-                    settings: TrainSettings, scaler: torch.amp.GradScaler | None = None) -> None:
-    """The resumable state (one atomic file: weights, optimizer, fp16 loss scale, RNG) + the weights
+                    settings: TrainSettings, scaler: torch.amp.GradScaler | None = None,
+                    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    """The resumable state (one atomic file: weights, optimizer, learning-rate schedule, fp16 loss scale,
+    RNG) + the weights
     as safetensors. The loss scale (and its growth tracker) decides which fp16 steps are skipped
     and how gradients are unscaled, so a resumed fp16 run needs it to take the same steps."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {"step": step, "losses": losses, "motion": unet.motion_state_dict(),
              "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-             "scaler": scaler.state_dict() if scaler is not None else {}}
+             "scaler": scaler.state_dict() if scaler is not None else {},
+             "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else {}}
     with atomic_write(folder / STATE_FILE) as tmp:
         torch.save(state, tmp)
     unet.save_motion(folder / WEIGHTS_FILE, {"step": step, "train_settings": json.dumps(asdict(settings))})
 
 
-def _resume(unet: LampUNet, optimizer, scaler: torch.amp.GradScaler, generator, folder: Path
+def _resume(unet: LampUNet, optimizer, lr_scheduler, scaler: torch.amp.GradScaler, generator, folder: Path
             ) -> tuple[int, list[float]]:
     state = torch.load(folder / STATE_FILE, weights_only=True)
     unet.load_motion_state_dict(state["motion"])
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(state["optimizer"])  # holds the current step's learning rate
+    if state.get("lr_scheduler"):  # absent in checkpoints written before schedules (constant rate)
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
     if state.get("scaler"):  # empty when the run was not fp16 (the scaler was disabled)
         scaler.load_state_dict(state["scaler"])
     generator.set_state(state["generator"])

@@ -35,6 +35,8 @@ def test_overrides_and_motion_prompts():
     ("base_train.vae_channels", [32], ["base_train.vae_channels = [32]", "2-4 positive block widths"]),
     ("sample.batch_size", 0, ["sample.batch_size = 0", "greater than or equal to 1"]),
     ("train.batch_size", 0, ["train.batch_size = 0", "greater than or equal to 1"]),
+    ("train.warmup_steps", 300, ["train.warmup_steps = 300", "below train.steps = 300"]),
+    ("train.lr_schedule", "linear", ["train.lr_schedule = 'linear'", "'constant'", "'cosine'"]),
 ])
 def test_out_of_range_values_name_field_value_and_range(key, value, words):
     with pytest.raises(ParamsError) as err:

@@ -9,7 +9,7 @@ from lamp_model import LampUNet
 from lamp_model.pipeline import LampPipeline
 from lamp_model.postprocess import adain_latents, match_histograms
 from lamp_model.small import build_sd
-from lamp_model.training import TrainSettings, lamp_loss, train_motion
+from lamp_model.training import TrainSettings, _lr_scheduler, lamp_loss, train_motion
 
 FRAMES, H, W = 4, 32, 48  # pixels; latents are 4x6
 
@@ -81,6 +81,37 @@ def test_training_is_deterministic_and_resumes_exactly(sd, tmp_path):
     assert losses_resumed == losses_full
     for (n, p), (_, q) in zip(full.trainable_parameters(), resumed.trainable_parameters()):
         assert torch.equal(p, q), n
+
+
+def test_cosine_schedule_warms_up_decays_to_zero_and_resumes_exactly(sd, tmp_path):
+    """train.lr_schedule cosine: linear warm-up to lr, half cosine down to 0 at the last step; the
+    schedule's position is part of the checkpoint, so a resumed run takes the same steps."""
+    settings = TrainSettings(steps=8, lr=1e-3, checkpoint_every=3, seed=5, lr_schedule="cosine", warmup_steps=2)
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=settings.lr)
+    schedule = _lr_scheduler(probe, settings)
+    rates = []
+    for _ in range(settings.steps):
+        rates.append(probe.param_groups[0]["lr"])
+        probe.step()
+        schedule.step()
+    assert rates[0] == 0 and rates[1] == pytest.approx(settings.lr / 2) and rates[2] == pytest.approx(settings.lr)
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))  # decays after the warm-up
+    assert probe.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)  # reaches 0 at `steps`
+
+    full = make_lamp(sd)
+    losses_full = train_motion(full, sd.train_scheduler(), clips(), text_emb(sd), settings)
+    resumed = make_lamp(sd)
+    ckpt = tmp_path / "ckpt"
+    train_motion(resumed, sd.train_scheduler(), clips(), text_emb(sd), settings, ckpt, stop_after=4)
+    resumed = make_lamp(sd)
+    assert train_motion(resumed, sd.train_scheduler(), clips(), text_emb(sd), settings, ckpt) == losses_full
+    for (n, p), (_, q) in zip(full.trainable_parameters(), resumed.trainable_parameters()):
+        assert torch.equal(p, q), n
+    constant = make_lamp(sd)
+    train_motion(constant, sd.train_scheduler(), clips(), text_emb(sd),
+                 TrainSettings(steps=8, lr=1e-3, seed=5))
+    assert any(not torch.equal(p, q) for (_, p), (_, q) in zip(full.trainable_parameters(),
+                                                                constant.trainable_parameters()))
 
 
 def test_batched_training_is_deterministic_and_resumes_exactly(sd, tmp_path):
