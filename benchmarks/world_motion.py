@@ -72,15 +72,17 @@ def clip_latents(pipe: LampPipeline, clips: list[np.ndarray]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(pipe: LampPipeline, prompts: list[str], args, seed: int = 0) -> list[np.ndarray]:
+def generate(pipe: LampPipeline, prompts: list[str], args, seed: int = 0, split: str | None = None,
+             ddim_steps: int | None = None) -> list[np.ndarray]:
     """One batch, as the generate stage makes it: first frames from the split's renders (seed 0: the
     held-out data is fixed), every video's noise from its own generator seeded with `seed`."""
-    firsts = [world.render_first_frame(p, height=args.height, width=args.width, seed=0, split=args.split)
+    split = split or args.splits[0]
+    firsts = [world.render_first_frame(p, height=args.height, width=args.width, seed=0, split=split)
               for p in prompts]
     generators = [torch.Generator().manual_seed(seed) for _ in prompts]
     return list(pipe(prompts, firsts, num_frames=16, height=args.height, width=args.width,
-                     num_inference_steps=args.ddim_steps, guidance_scale=args.guidance, alpha=args.alpha,
-                     adain=not args.no_adain, generator=generators, progress=False).frames)
+                     num_inference_steps=ddim_steps or args.ddim_steps[0], guidance_scale=args.guidance,
+                     alpha=args.alpha, adain=not args.no_adain, generator=generators, progress=False).frames)
 
 
 def build_parser(params_path: str = "params.yaml") -> argparse.ArgumentParser:
@@ -88,8 +90,9 @@ def build_parser(params_path: str = "params.yaml") -> argparse.ArgumentParser:
     prm = load_params(params_path)
     bt, tr, sa = prm.base_train, prm.train, prm.sample
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--split", choices=("validation", "test"), default="validation",
-                   help="held-out prompts and first frames: validation (choose settings here) or test (report)")
+    p.add_argument("--split", dest="splits", type=_splits, default=["validation"],
+                   help="held-out prompts and first frames: validation (choose settings here) or test (report); "
+                   "validation,test scores both from the same tuned models (the first is the headline)")
     p.add_argument("--videos", type=int, default=prm.world.videos_per_motion)
     p.add_argument("--height", type=int, default=prm.clips.height)
     p.add_argument("--width", type=int, default=prm.clips.width)
@@ -114,11 +117,16 @@ def build_parser(params_path: str = "params.yaml") -> argparse.ArgumentParser:
     p.add_argument("--tune-steps", type=int, default=tr.steps, help="train.steps")
     p.add_argument("--tune-lr", type=float, default=tr.lr)
     p.add_argument("--tune-batch", type=int, default=tr.batch_size, help="clips per tuning step (train.batch_size)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=tr.lr_schedule, help="train.lr_schedule")
+    p.add_argument("--warmup-steps", type=int, default=tr.warmup_steps, help="train.warmup_steps")
+    p.add_argument("--tune-frames", type=int, default=None,
+                   help="tune on the first N frames of each clip (default: all of clips.frames); sampling keeps 16")
     p.add_argument("--motions", default=",".join(world.MOTIONS), help="tune and score only these "
                    "(accuracy is still over all 8 centroids)")
     p.add_argument("--seeds", default="0", help="seeds of tuning and sampling noise (one tuned model per motion "
                    "per seed)")
-    p.add_argument("--ddim-steps", type=int, default=sa.ddim_steps)
+    p.add_argument("--ddim-steps", type=_ints, default=[sa.ddim_steps],
+                   help="sampling steps; a list (20,10) samples every tuned model once per value")
     p.add_argument("--guidance", type=float, default=sa.guidance_scale)
     p.add_argument("--alpha", type=float, default=sa.alpha)
     p.add_argument("--temporal-positions", action=argparse.BooleanOptionalAction,
@@ -134,11 +142,26 @@ def build_parser(params_path: str = "params.yaml") -> argparse.ArgumentParser:
     return p
 
 
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def _splits(text: str) -> list[str]:
+    splits = text.split(",")
+    if not splits or any(s not in ("validation", "test") for s in splits) or len(set(splits)) < len(splits):
+        raise argparse.ArgumentTypeError(f"{text!r}: give validation, test or validation,test")
+    return splits
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device)
 
-    frames, train_clips, eval_clips = render(args.videos, args.height, args.width, split=args.split)
+    split = args.splits[0]  # the headline split; the others are scored from the same tuned models
+    frames, train_clips, eval_clips = render(args.videos, args.height, args.width, split=split)
+    held_out_clips = {split: eval_clips}
+    for other in args.splits[1:]:
+        held_out_clips[other] = render(args.videos, args.height, args.width, split=other)[2]
     captions = [c.caption(m) for m in world.MOTIONS for c in world.training_contents(m, args.videos)
                 for _ in range(len(frames) // (len(world.MOTIONS) * args.videos))]
     classifier = MotionClassifier().fit_clips(train_clips)
@@ -148,12 +171,17 @@ def main(argv=None) -> dict:
         comps, t_vae, t_unet = train_base(args, frames, captions, device)
         if args.save_base:
             comps.save_pretrained(args.save_base)
-    vae_eval = evaluate(comps.vae, eval_clips, classifier)
+    vae_by_split = {sp: evaluate(comps.vae, clips, classifier) for sp, clips in held_out_clips.items()}
+    vae_eval = vae_by_split[split]
     print(f"base: VAE {t_vae:.0f} s, UNet {t_unet:.0f} s; VAE round trip PSNR {vae_eval['psnr_db']:.1f} dB, "
           f"motion accuracy {vae_eval['round_trip_motion_accuracy']:.3f}", flush=True)
-    prompts = {m: [c.caption(m) for c in world.contents(m, args.split, 6)] for m in world.MOTIONS}
+    prompts_by_split = {sp: {m: [c.caption(m) for c in world.contents(m, sp, 6)] for m in world.MOTIONS}
+                        for sp in args.splits}
+    prompts = prompts_by_split[split]
     clip_captions = {m: [c.caption(m) for c in world.training_contents(m, args.videos)
                          for _ in range(len(train_clips[m]) // args.videos)] for m in world.MOTIONS}
+    # every (split, DDIM steps) pair scored per tuned model; the first is the headline
+    evaluations = [(sp, n) for sp in args.splits for n in args.ddim_steps]
 
     motions = args.motions.split(",")
     unknown = sorted(set(motions) - set(world.MOTIONS))
@@ -176,29 +204,45 @@ def main(argv=None) -> dict:
         untuned_acc, untuned_per = accuracy(seen_as(untuned))
         print(f"untuned: motion accuracy {untuned_acc:.3f}", flush=True)
 
+    settings = dict(steps=args.tune_steps, lr=args.tune_lr, mixed_precision="no", batch_size=args.tune_batch,
+                    lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps)
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        videos, t_tune = {}, 0.0
+        videos = {e: {} for e in evaluations}
+        t_tune, t_generate = 0.0, dict.fromkeys(evaluations, 0.0)
         for m in motions:
             pipe = fresh_pipeline(comps, device, args.temporal_positions)
             latents = clip_latents(pipe, train_clips[m])
+            if args.tune_frames:
+                latents = latents[:, :, :args.tune_frames]
             text = pipe.encode_prompt(clip_captions[m]).float()
             t0 = time.perf_counter()
-            train_motion(pipe.unet, comps.train_scheduler(), latents, text,
-                         TrainSettings(steps=args.tune_steps, lr=args.tune_lr, seed=seed, mixed_precision="no",
-                                       batch_size=args.tune_batch))
+            train_motion(pipe.unet, comps.train_scheduler(), latents, text, TrainSettings(seed=seed, **settings))
             t_tune += time.perf_counter() - t0
-            videos[m] = generate(pipe, prompts[m], args, seed)
-        seen = seen_as(videos)
-        acc, per = accuracy(seen)
+            for sp, n in evaluations:
+                t0 = time.perf_counter()
+                videos[sp, n][m] = generate(pipe, prompts_by_split[sp][m], args, seed, split=sp, ddim_steps=n)
+                t_generate[sp, n] += time.perf_counter() - t0
+        scores = {}
+        for sp, n in evaluations:
+            seen = seen_as(videos[sp, n])
+            acc, per = accuracy(seen)
+            scores[f"{sp}/ddim{n}"] = {"motion_accuracy": acc, "per_motion": per, "seen": seen,
+                                       "generate_s": t_generate[sp, n]}
+        head = scores[f"{split}/ddim{args.ddim_steps[0]}"]
+        acc, per, seen = head["motion_accuracy"], head["per_motion"], head["seen"]
         if args.sheet and not runs:
-            Image.fromarray(make_contact_sheet([v for m in motions for v in videos[m][:2]],
+            Image.fromarray(make_contact_sheet([v for m in motions for v in videos[evaluations[0]][m][:2]],
                                                [p for m in motions for p in prompts[m][:2]])).save(args.sheet)
-        runs.append({"seed": seed, "motion_accuracy": acc, "per_motion": per, "seen": seen, "tune_s": t_tune})
+        runs.append({"seed": seed, "motion_accuracy": acc, "per_motion": per, "seen": seen, "tune_s": t_tune,
+                     "scores": scores})
         print(f"tuned seed {seed}: motion accuracy {acc:.3f} ({t_tune:.0f} s tuning) "
               + " ".join(f"{m}={v:.2f}" for m, v in per.items()), flush=True)
         for m, preds in seen.items():
             print(f"  {m}: seen as {', '.join(preds)}", flush=True)
+        for key, sc in scores.items():
+            print(f"  {key}: motion accuracy {sc['motion_accuracy']:.3f} ({sc['generate_s']:.0f} s sampling)",
+                  flush=True)
     accs = [r["motion_accuracy"] for r in runs]
     print(f"tuned: {np.mean(accs):.3f} +- {np.std(accs):.3f} over {len(accs)} seeds; untuned {untuned_acc:.3f}; "
           f"VAE ceiling {vae_eval['round_trip_motion_accuracy']:.3f}")
@@ -207,6 +251,7 @@ def main(argv=None) -> dict:
                   "unet_block_out_channels": list(comps.unet.config.block_out_channels),
                   "latent_channels": comps.vae.config.latent_channels}
     result = {"machine": machine_info(device), "settings": vars(args), "base_model": base_model, "vae": vae_eval,
+              "vae_by_split": vae_by_split,
               "base_seconds": {"vae": t_vae, "unet": t_unet},
               "untuned": {"motion_accuracy": untuned_acc, "per_motion": untuned_per},
               "tuned": runs, "tuned_mean": float(np.mean(accs)), "tuned_std": float(np.std(accs))}
@@ -236,7 +281,7 @@ def report_markdown(args, vae_eval: dict, untuned_acc: float, untuned_per: dict,
         f"`python -m benchmarks.world_motion {' '.join(_argv_of(args))}` on {where}, torch {info['torch']}.",
         f"Base model {base}; LAMP tuned {args.tune_steps} steps x batch {args.tune_batch} (lr {args.tune_lr}) "
         "per motion and seed "
-        f"(seeds {seeds}); 6 held-out {args.split} prompts per motion (48 in all), {args.ddim_steps} DDIM steps, "
+        f"(seeds {seeds}); 6 held-out {args.splits[0]} prompts per motion (48 in all), {args.ddim_steps[0]} DDIM steps, "
         f"guidance {args.guidance}, alpha {args.alpha}, first frames from the world's renderer.",
         "",
         "Motion accuracy = share of generated videos that the pipeline's motion classifier assigns to their "
@@ -266,7 +311,7 @@ def _argv_of(args) -> list[str]:
     for k, v in vars(args).items():
         if k in ("out", "report") or v == defaults.get(k):
             continue
-        flag = "--" + k.replace("_", "-")
+        flag = "--split" if k == "splits" else "--" + k.replace("_", "-")
         out += [flag] if v is True else [flag, ",".join(map(str, v)) if isinstance(v, list) else str(v)]
     return out
 

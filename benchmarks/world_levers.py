@@ -1,0 +1,130 @@
+"""Which lever buys motion accuracy per minute of `make run`? (issue: the main job in 20 minutes)
+
+Each lever is a `benchmarks.world_motion` run on `make run`'s own base (models/world/base), seed 0,
+that tunes the 8 motions once and scores the same tuned models on the validation prompts (where a
+setting is chosen) and on the test prompts (reported beside it, never used to choose), each at 20
+and 10 DDIM steps. Minutes are estimated for a whole `make run`: the default's measured minutes plus
+the lever's extra tuning and sampling time, scaled by its time ratio to the default run measured
+under the same conditions (pass --threads 1 to run two levers side by side on the 2 cores).
+
+    python -m benchmarks.world_levers run default              # one lever -> runs/world_levers/default.json
+    python -m benchmarks.world_levers table                    # -> benchmarks/results/world_levers_cpu.json + .md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+RUNS = Path("runs/world_levers")
+RESULT = Path("benchmarks/results/world_levers_cpu.json")
+# the options of benchmarks.world_motion that define each lever (on top of params.yaml's defaults)
+LEVERS = {
+    "default": [],
+    "cosine": ["--lr-schedule", "cosine", "--warmup-steps", "30"],
+    "cosine_lr3e-3": ["--lr-schedule", "cosine", "--warmup-steps", "30", "--tune-lr", "3e-3"],
+    "frame_index": ["--temporal-positions"],
+    "steps600_batch2": ["--tune-steps", "600", "--tune-batch", "2"],
+    "frames8_steps600": ["--tune-frames", "8", "--tune-steps", "600"],
+}
+COMMON = ["--base", "models/world/base", "--seeds", "0", "--split", "validation,test", "--ddim-steps", "20,10",
+          "--skip-untuned"]
+
+
+def run(name: str) -> Path:
+    from benchmarks import world_motion  # torch import after OMP_NUM_THREADS is set
+
+    RUNS.mkdir(parents=True, exist_ok=True)
+    out = RUNS / f"{name}.json"
+    import torch
+
+    world_motion.main(COMMON + LEVERS[name] + ["--out", str(out)])
+    result = json.loads(out.read_text())
+    result["threads"] = torch.get_num_threads()
+    out.write_text(json.dumps(result, indent=1))
+    return out
+
+
+def make_run_stage_seconds(tracking_db: str = "mlflow.db") -> dict[str, float]:
+    """Mean seconds of one tune / generate stage run in the project's MLflow store (the last `make run`)."""
+    import sqlite3
+
+    con = sqlite3.connect(tracking_db)
+    rows = con.execute("SELECT t.value, r.end_time - r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                       "WHERE t.key = 'stage' AND r.status = 'FINISHED' AND r.end_time IS NOT NULL").fetchall()
+    out = {}
+    for stage in ("tune", "generate"):
+        ms = [d for s, d in rows if s == stage]
+        out[stage] = float(np.median(ms)) / 1000 if ms else float("nan")
+    return out
+
+
+def table(default_minutes: float, stage: dict[str, float], runs_dir: Path = RUNS, result_path: Path = RESULT
+          ) -> dict:
+    """Every lever's validation and test accuracy beside its estimated `make run` minutes; `stage` = the
+    default `make run`'s seconds per tune and per generate stage run."""
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))}
+    if "default" not in runs:
+        raise SystemExit(f"{runs_dir}/default.json missing: run `python -m benchmarks.world_levers run default` first")
+    ref = runs["default"]["tuned"][0]
+    ref_gen = ref["scores"]["validation/ddim20"]["generate_s"]
+    rows = []
+    for name, r in runs.items():
+        t = r["tuned"][0]
+        for n in (20, 10):
+            val, test = t["scores"][f"validation/ddim{n}"], t["scores"][f"test/ddim{n}"]
+            n_motions = len(t["per_motion"])  # one tune and one generate stage run per motion
+            extra_tune = n_motions * stage["tune"] * (t["tune_s"] / ref["tune_s"] - 1)
+            extra_gen = n_motions * stage["generate"] * (val["generate_s"] / ref_gen - 1)
+            rows.append({"lever": name, "ddim_steps": n, "options": LEVERS.get(name, r["settings"]),
+                         "validation": val["motion_accuracy"], "test": test["motion_accuracy"],
+                         "validation_per_motion": val["per_motion"], "test_per_motion": test["per_motion"],
+                         "tune_time_ratio": t["tune_s"] / ref["tune_s"],
+                         "make_run_minutes": default_minutes + (extra_tune + extra_gen) / 60,
+                         "threads": r.get("threads")})
+    result = {"what": __doc__.split("\n")[0], "machine": runs["default"]["machine"],
+              "default_make_run_minutes": default_minutes, "make_run_stage_seconds": stage,
+              "common_options": COMMON, "rows": rows}
+    result_path.write_text(json.dumps(result, indent=1) + "\n")
+    md = ["| lever | DDIM steps | validation | test | tuning time vs default | est. `make run` min |",
+          "|---|---:|---:|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: -r["validation"]):
+        md.append(f"| {row['lever']} | {row['ddim_steps']} | {row['validation']:.3f} | {row['test']:.3f} | "
+                  f"{row['tune_time_ratio']:.2f}x | {row['make_run_minutes']:.1f} |")
+    result_path.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("lever", choices=sorted(LEVERS))
+    r.add_argument("--threads", type=int, default=None, help="torch threads (1: two levers side by side)")
+    t = sub.add_parser("table")
+    t.add_argument("--default-minutes", type=float, required=True,
+                   help="the default `make run`'s measured minutes on this machine (reports/run_time.json)")
+    t.add_argument("--tune-seconds", type=float, default=None,
+                   help="seconds of one tune stage run in that `make run` (default: median in mlflow.db)")
+    t.add_argument("--generate-seconds", type=float, default=None, help="the same for one generate stage run")
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        if args.threads:
+            os.environ["OMP_NUM_THREADS"] = str(args.threads)
+            import torch
+            torch.set_num_threads(args.threads)
+        run(args.lever)
+    else:
+        stage = make_run_stage_seconds()
+        stage = {"tune": args.tune_seconds or stage["tune"], "generate": args.generate_seconds or stage["generate"]}
+        if any(np.isnan(v) for v in stage.values()):
+            raise SystemExit("no tune/generate stage runs in mlflow.db: pass --tune-seconds and --generate-seconds")
+        table(args.default_minutes, stage)
+
+
+if __name__ == "__main__":
+    main()
