@@ -7,10 +7,10 @@ import pytest
 from benchmarks import world_levers, world_motion
 
 
-def fake_run(tune_s: float, scores: dict[str, tuple[float, float]]) -> dict:
+def fake_run(tune_s: float, scores: dict[str, tuple[float, float]], base_s: float = 0.0) -> dict:
     """A world_motion result: per "split/ddimN" (motion accuracy, sampling seconds) of one seed, 2 motions."""
     per = {"helicopter": 0.0, "rain": 0.0}
-    return {"machine": {"cpu_count": 2}, "settings": {}, "threads": 1,
+    return {"machine": {"cpu_count": 2}, "settings": {}, "threads": 1, "base_seconds": {"vae": base_s, "unet": 0.0},
             "tuned": [{"seed": 0, "tune_s": tune_s, "per_motion": per,
                        "scores": {k: {"motion_accuracy": a, "generate_s": g, "per_motion": per}
                                   for k, (a, g) in scores.items()}}]}
@@ -25,6 +25,8 @@ def test_table_keeps_validation_and_test_apart_and_prices_each_lever_from_its_ti
               "test/ddim20": (0.35, 10.0), "test/ddim10": (0.30, 5.0)}
     (runs / "default.json").write_text(json.dumps(fake_run(100.0, default)))
     (runs / "steps600_batch2.json").write_text(json.dumps(fake_run(200.0, slower)))
+    (runs / "base_trained_here.json").write_text(json.dumps(fake_run(100.0, default, base_s=300.0)))
+    (runs / "base_vae300_unet600.json").write_text(json.dumps(fake_run(100.0, slower, base_s=200.0)))
     out = tmp_path / "levers.json"
     result = world_levers.table(20.0, {"tune": 60.0, "generate": 12.0}, runs, out)
     rows = {(r["lever"], r["ddim_steps"]): r for r in result["rows"]}
@@ -35,9 +37,15 @@ def test_table_keeps_validation_and_test_apart_and_prices_each_lever_from_its_ti
     assert rows["steps600_batch2", 20]["make_run_minutes"] == pytest.approx(22.0)
     assert rows["steps600_batch2", 20]["tune_time_ratio"] == pytest.approx(2.0)
     assert (rows["steps600_batch2", 10]["validation"], rows["steps600_batch2", 10]["test"]) == (0.40, 0.30)
+    # a cheaper base: 100 s less base training here x the same 1.2 speed-up; compared with its own reference
+    assert rows["base_vae300_unet600", 20]["make_run_minutes"] == pytest.approx(20.0 - 2.0)
+    assert rows["base_vae300_unet600", 20]["compare_with"] == "base_trained_here"
+    assert rows["steps600_batch2", 20]["compare_with"] == "default"
     assert json.loads(out.read_text()) == result
-    table_rows = out.with_suffix(".md").read_text().splitlines()[2:]
-    assert [line.split(" | ")[2] for line in table_rows] == ["0.500", "0.400", "0.250", "0.200"]  # by validation
+    assert (result["chosen"]["lever"], result["chosen"]["ddim_steps"]) == ("base_vae300_unet600", 20)
+    table_rows = [line for line in out.with_suffix(".md").read_text().splitlines()[2:] if line.startswith("| ")]
+    validation = [float(line.split(" | ")[2]) for line in table_rows]
+    assert validation == sorted(validation, reverse=True) and len(validation) == 8  # by validation
 
 
 def test_table_needs_the_default_run(tmp_path):
@@ -51,3 +59,23 @@ def test_world_motion_scores_validation_and_test_only():
     for bad in ("train", "test,test", "validation,train"):
         with pytest.raises(argparse.ArgumentTypeError):
             world_motion._splits(bad)
+
+
+def row(lever, ddim, validation, minutes, compare_with="default"):
+    return {"lever": lever, "ddim_steps": ddim, "validation": validation, "make_run_minutes": minutes,
+            "compare_with": compare_with}
+
+
+def test_the_preset_rule_takes_a_cheaper_tie_or_a_clear_gain_within_budget():
+    default = [row("default", 20, 0.25, 20.0), row("default", 10, 0.25, 19.0)]
+    assert world_levers.choose(default)["ddim_steps"] == 10  # same accuracy, a minute less
+    one_video = default + [row("cosine", 20, 0.25 + 1 / 48, 20.0 + 1e-3)]
+    assert world_levers.choose(one_video)["lever"] == "default"  # costs more, gains less than 2 videos
+    assert world_levers.choose(one_video + [row("steps", 20, 0.25 + 2 / 48, 19.9)])["lever"] == "steps"
+    assert world_levers.choose(default + [row("slow", 20, 0.5, 25.0)])["lever"] == "default"  # over budget
+    worse = [row("default", 20, 0.25, 20.0), row("default", 10, 0.20, 19.0)]
+    assert world_levers.choose(worse)["ddim_steps"] == 20
+    # a base lever is judged against its own reference base, which is never a candidate itself
+    bases = default + [row("base_trained_here", 20, 0.40, 20.0, "base_trained_here"),
+                       row("base_cheap", 20, 0.30, 18.0, "base_trained_here")]
+    assert world_levers.choose(bases)["lever"] == "default"
