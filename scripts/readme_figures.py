@@ -2,7 +2,8 @@
 
 The README states no figure of its own: the table between `<!-- figures:start -->` and
 `<!-- figures:end -->` is built from reports/metrics.json, reports/run_time.json and the committed
-benchmark results, so it cannot drift from them; the baselines table between `<!-- baselines:start -->`
+benchmark results, so it cannot drift from them; the levers table between `<!-- levers:start -->` and
+`<!-- levers:end -->` from benchmarks/results/world_levers_cpu.json; the baselines table between `<!-- baselines:start -->`
 and `<!-- baselines:end -->` from benchmarks/results/baselines_seeds.json (Table 1 over seeds) or, before
 there is one, reports/baselines/metrics.json, with reports/baselines/run_time.json. The examples
 between `<!-- examples:start -->` and `<!-- examples:end -->` follow a fixed rule: the first test prompt of every motion, first
@@ -237,6 +238,30 @@ def baselines(root: Path) -> str:
     return "\n".join([head, "", *baseline_rows(m["methods"])])
 
 
+LEVERS_START, LEVERS_END = "<!-- levers:start -->", "<!-- levers:end -->"
+LEVERS_RESULT = "benchmarks/results/world_levers_cpu.json"
+
+
+def levers(root: Path) -> str:
+    """Accuracy vs minutes of every `make run` lever measured (benchmarks.world_levers), validation
+    (where the default is chosen) beside test (reported), and the row the pre-set rule chose."""
+    d = load(root, LEVERS_RESULT)
+    m = d["machine"]
+    head = (f"`python -m benchmarks.world_levers` ([{LEVERS_RESULT}]({LEVERS_RESULT}); seed 0, one tuned model per "
+            f"motion scored on both splits; {m['cpu_count']} CPU cores, {m['cpu_model']}; minutes estimated from the "
+            f"default's measured {d['default_make_run_minutes']:.1f} min `make run`):")
+    lines = [head, "", "| lever | options | DDIM steps | validation | test | judged against | est. `make run` |",
+             "|---|---|---:|---:|---:|---|---:|"]
+    for r in sorted(d["rows"], key=lambda r: (-r["validation"], r["make_run_minutes"])):
+        options = " ".join(r["options"]) or "params.yaml"
+        lines.append(f"| {r['lever']} | `{options}` | {r['ddim_steps']} | {pct(r['validation'])} | {pct(r['test'])} | "
+                     f"{r['compare_with']} | {r['make_run_minutes']:.1f} min |")
+    c = d["chosen"]
+    lines += ["", f"Chosen by the rule fixed in `benchmarks/world_levers.py` (validation only): **{c['lever']}, "
+              f"{c['ddim_steps']} DDIM steps**."]
+    return "\n".join(lines)
+
+
 def split(readme: str, start: str = START, end: str = END) -> tuple[str, str, str]:
     if start not in readme or end not in readme:
         sys.exit(f"readme_figures: README.md has no {start} ... {end} block")
@@ -279,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     _, body, _ = split(readme)
     _, ex_body, _ = split(readme, EXAMPLES_START, EXAMPLES_END)
     _, bl_body, _ = split(readme, BASELINES_START, BASELINES_END)
+    _, lv_body, _ = split(readme, LEVERS_START, LEVERS_END)
     fresh, fresh_examples, fresh_baselines = table(args.root), examples(args.root), baselines(args.root)
+    fresh_levers = levers(args.root)
     if args.check:
         problems = stale(body, fresh)
         if ex_body != fresh_examples:
@@ -293,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             print("run: python scripts/readme_figures.py", file=sys.stderr)
         return 1 if problems else 0
     for start, end, block in ((START, END, fresh), (EXAMPLES_START, EXAMPLES_END, fresh_examples),
-                              (BASELINES_START, BASELINES_END, fresh_baselines)):
+                              (BASELINES_START, BASELINES_END, fresh_baselines),
+                              (LEVERS_START, LEVERS_END, fresh_levers)):
         head, _, tail = split(readme, start, end)
         readme = f"{head}{start}\n{block}\n{end}{tail}"
     readme_path.write_text(readme)

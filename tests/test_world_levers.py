@@ -75,6 +75,11 @@ def test_the_preset_rule_takes_a_cheaper_tie_or_a_clear_gain_within_budget():
     assert world_levers.choose(default + [row("slow", 20, 0.5, 25.0)])["lever"] == "default"  # over budget
     worse = [row("default", 20, 0.25, 20.0), row("default", 10, 0.20, 19.0)]
     assert world_levers.choose(worse)["ddim_steps"] == 20
+    # fewer DDIM steps tie on one tuned model but lose on another: judged by the mean paired effect
+    tie_then_loss = default + [row("cosine", 20, 0.25, 20.5), row("cosine", 10, 0.15, 19.5)]
+    chosen = world_levers.choose(tie_then_loss)
+    assert (chosen["lever"], chosen["ddim_steps"]) == ("default", 20)
+    assert chosen["sampling_effect"]["ddim10"] == pytest.approx(-0.05)
     # a base lever is judged against its own reference base, which is never a candidate itself
     bases = default + [row("base_trained_here", 20, 0.40, 20.0, "base_trained_here"),
                        row("base_cheap", 20, 0.30, 18.0, "base_trained_here")]
