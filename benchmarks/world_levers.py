@@ -63,22 +63,29 @@ def run(name: str) -> Path:
     return out
 
 
-def make_run_stage_seconds(tracking_db: str = "mlflow.db") -> dict[str, float]:
-    """Mean seconds of one tune / generate stage run in the project's MLflow store (the last `make run`)."""
+def stage_runs(tracking_db: str = "mlflow.db") -> dict[str, list[float]]:
+    """Seconds of every finished stage run in the project's MLflow store, by stage (the last `make run`
+    when the store is fresh): where `make run`'s minutes go, apart from DVC and process start-up."""
     import sqlite3
 
     con = sqlite3.connect(tracking_db)
-    rows = con.execute("SELECT t.value, r.end_time - r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                       "WHERE t.key = 'stage' AND r.status = 'FINISHED' AND r.end_time IS NOT NULL").fetchall()
-    out = {}
-    for stage in ("tune", "generate"):
-        ms = [d for s, d in rows if s == stage]
-        out[stage] = float(np.median(ms)) / 1000 if ms else float("nan")
+    rows = con.execute("SELECT t.value, m.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                       "JOIN metrics m ON m.run_uuid = r.run_uuid WHERE t.key = 'stage' AND m.key = 'duration_s' "
+                       "AND r.status = 'FINISHED'").fetchall()  # a stage run is logged after it ends: duration_s
+    out: dict[str, list[float]] = {}
+    for stage, seconds in rows:
+        out.setdefault(stage, []).append(float(seconds))
     return out
 
 
-def table(default_minutes: float, stage: dict[str, float], runs_dir: Path = RUNS, result_path: Path = RESULT
-          ) -> dict:
+def make_run_stage_seconds(tracking_db: str = "mlflow.db") -> dict[str, float]:
+    """Median seconds of one tune / generate stage run in the project's MLflow store."""
+    runs = stage_runs(tracking_db)
+    return {stage: float(np.median(runs[stage])) if runs.get(stage) else float("nan") for stage in ("tune", "generate")}
+
+
+def table(default_minutes: float, stage: dict[str, float], runs_dir: Path = RUNS, result_path: Path = RESULT,
+          stage_totals: dict[str, list[float]] | None = None) -> dict:
     """Every lever's validation and test accuracy beside its estimated `make run` minutes.
 
     `stage` = the default `make run`'s seconds per tune and per generate stage run. A lever's extra
@@ -116,6 +123,11 @@ def table(default_minutes: float, stage: dict[str, float], runs_dir: Path = RUNS
     result = {"what": __doc__.split("\n")[0], "machine": runs["default"]["machine"],
               "default_make_run_minutes": default_minutes, "make_run_stage_seconds": stage,
               "common_options": COMMON, "rows": rows, "chosen": choose(rows)}
+    if stage_totals:  # where the default `make run`'s minutes went: stage bodies vs everything around them
+        body = sum(sum(v) for v in stage_totals.values())
+        result["make_run_breakdown_s"] = {**{k: round(sum(v), 1) for k, v in sorted(stage_totals.items())},
+                                          "outside_stage_bodies": round(60 * default_minutes - body, 1),
+                                          "stage_runs": sum(len(v) for v in stage_totals.values())}
     result_path.write_text(json.dumps(result, indent=1) + "\n")
     md = ["| lever | DDIM steps | validation | test | compare with | tuning time vs default | est. `make run` min |",
           "|---|---:|---:|---:|---|---:|---:|"]
@@ -174,6 +186,7 @@ def main(argv=None) -> None:
     t.add_argument("--tune-seconds", type=float, default=None,
                    help="seconds of one tune stage run in that `make run` (default: median in mlflow.db)")
     t.add_argument("--generate-seconds", type=float, default=None, help="the same for one generate stage run")
+    t.add_argument("--tracking-db", default="mlflow.db", help="the MLflow sqlite store of that `make run`")
     args = p.parse_args(argv)
     if args.cmd == "run":
         if args.threads:
@@ -182,11 +195,14 @@ def main(argv=None) -> None:
             torch.set_num_threads(args.threads)
         run(args.lever)
     else:
-        stage = make_run_stage_seconds()
+        stage = make_run_stage_seconds(args.tracking_db)
+        totals = stage_runs(args.tracking_db)
+        for name, secs in sorted(totals.items()):
+            print(f"make run stage {name}: {len(secs)} runs, {sum(secs):.0f} s in all, median {np.median(secs):.1f} s")
         stage = {"tune": args.tune_seconds or stage["tune"], "generate": args.generate_seconds or stage["generate"]}
         if any(np.isnan(v) for v in stage.values()):
             raise SystemExit("no tune/generate stage runs in mlflow.db: pass --tune-seconds and --generate-seconds")
-        table(args.default_minutes, stage)
+        table(args.default_minutes, stage, stage_totals=totals)
 
 
 if __name__ == "__main__":

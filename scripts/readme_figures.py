@@ -253,7 +253,8 @@ def levers(root: Path) -> str:
     lines = [head, "", "| lever | options | DDIM steps | validation | test | judged against | est. `make run` |",
              "|---|---|---:|---:|---:|---|---:|"]
     for r in sorted(d["rows"], key=lambda r: (-r["validation"], r["make_run_minutes"])):
-        options = " ".join(r["options"]) or "params.yaml"
+        options = (" ".join(r["options"]) or "params.yaml") + (
+            "; base trained in the benchmark" if r["compare_with"] != "default" else "")
         lines.append(f"| {r['lever']} | `{options}` | {r['ddim_steps']} | {pct(r['validation'])} | {pct(r['test'])} | "
                      f"{r['compare_with']} | {r['make_run_minutes']:.1f} min |")
     c = d["chosen"]
@@ -314,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         if bl_body != fresh_baselines:
             problems.append(f"the baselines table differs from {BASELINE_SEEDS} or reports/baselines/ "
                             "(metrics.json, run_time.json)")
+        if lv_body != fresh_levers:
+            problems.append(f"the levers table differs from {LEVERS_RESULT}")
         for line in problems:
             print(f"stale figure in README.md: {line}", file=sys.stderr)
         if problems:

@@ -115,3 +115,19 @@ def test_a_changed_benchmark_result_makes_the_check_fail(tmp_path):
     out = figures("--check", "--root", str(tmp_path))
     assert out.returncode == 1
     assert "configs/world_16x24.yaml" in out.stderr, out.stderr
+
+
+def test_a_changed_lever_result_makes_the_check_fail_and_a_rewrite_fixes_it(tmp_path):
+    """The accuracy-vs-minutes table is benchmarks.world_levers' result, with the row its rule chose."""
+    import json
+    _copy_sources(tmp_path)
+    path = tmp_path / "benchmarks" / "results" / "world_levers_cpu.json"
+    data = json.loads(path.read_text())
+    data["rows"][0]["validation"] = 0.99
+    path.write_text(json.dumps(data))
+    out = figures("--check", "--root", str(tmp_path))
+    assert out.returncode == 1 and "levers table" in out.stderr, out.stderr
+    assert figures("--root", str(tmp_path)).returncode == 0
+    block = (tmp_path / "README.md").read_text().split("<!-- levers:start -->")[1].split("<!-- levers:end -->")[0]
+    assert "| 99.0 % |" in block and f"**{data['chosen']['lever']}, " in block
+    assert figures("--check", "--root", str(tmp_path)).returncode == 0
