@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,7 @@ def test_make_run_does_not_build_the_controlnet_and_builds_everything_the_report
 # source's edges.
 
 QH, QW, QF, QSTEPS = 64, 96, 8, 20
+SOURCE_SEED = 1  # the 16 sources; the criteria below were fixed before these were first measured
 
 
 @pytest.fixture(scope="module")
@@ -228,10 +230,10 @@ def world_editor(tmp_path_factory):
     editor = small_controlnet_pipeline(comps, net)
     editor.set_progress_bar_config(disable=True)
     sources = []
-    for m in world.MOTIONS:
-        looks = world.contents(m, "test", 3)
+    for m in world.MOTIONS:  # renders not used before 2026-12-07 (looks drawn with seed 1, render seeds 200+)
+        looks = world.contents(m, "test", 3, seed=SOURCE_SEED)
         for j in range(2):
-            video = world.render_video(m, looks[j], frames=QF, height=QH, width=QW, seed=100 + j)
+            video = world.render_video(m, looks[j], frames=QF, height=QH, width=QW, seed=200 + j)
             sources.append((m, video, looks[2].caption(m)))
     edits = [edit_first_frame(editor, video[0], prompt, seed=j, steps=QSTEPS, canny_low=settings.canny_low,
                               canny_high=settings.canny_high) for j, (_, video, prompt) in enumerate(sources)]
@@ -247,22 +249,26 @@ def test_edited_first_frame_keeps_the_source_edges_far_better_than_an_unconditio
     ControlNet (conditioning scale 0: the plain base model), which shares edges with the source only by
     chance.
 
-    Asserted, a paired sign test: the edit is better on at least 12 of the 16 sources, which an editor
-    that ignores the edges (each source a coin flip) reaches with probability 0.038; and better on average.
-    Measured with the stage's base and ControlNet (shipped settings, 2026-12-06): mean F1 0.27 vs 0.16
-    on these test looks, better on 13 of 16 (18-20 of 24 with 3 per motion; on validation looks
-    0.33 vs 0.11).
+    Asserted, a paired sign test that drops ties (a pair where both F1 are equal, mostly both 0 on a
+    source with few edges, says nothing about the ControlNet): over the n >= 10 decided sources, the
+    edit's wins are improbable for an editor that ignores the edges (each a coin flip: one-sided
+    binomial p <= 0.05); and better on average. Criteria and sources fixed on 2026-12-07 before these
+    sources were first scored. Earlier, on the seed-0 sources with a "12 of 16" bar: 13 of 16 on the
+    2026-12-06 VM; 10 of 16 (1-2 worse, 4 ties at F1 0) on another VM, whose base and ControlNet differ
+    in bytes (mean F1 0.198 vs 0.127).
     """
     _, settings, sources, edits, plain = world_editor
     refs = [canny_edges(video[0], settings.canny_low, settings.canny_high) for _, video, _ in sources]
     edited = [edge_f1(canny_edges(e, settings.canny_low, settings.canny_high), r) for e, r in zip(edits, refs)]
     unconditioned = [edge_f1(canny_edges(p, settings.canny_low, settings.canny_high), r) for p, r in zip(plain, refs)]
-    wins = sum(e > u for e, u in zip(edited, unconditioned))
+    decided = [(e, u) for e, u in zip(edited, unconditioned) if e != u]
+    wins, n = sum(e > u for e, u in decided), len(decided)
+    p_value = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
     message = (f"edge F1 edited {np.mean(edited):.3f} vs unconditioned {np.mean(unconditioned):.3f}, better on "
-               f"{wins}/{len(sources)}; per source {np.round(edited, 2).tolist()} vs "
-               f"{np.round(unconditioned, 2).tolist()}")
+               f"{wins} of {n} decided ({len(sources) - n} ties), sign test p = {p_value:.4f}; per source "
+               f"{np.round(edited, 2).tolist()} vs {np.round(unconditioned, 2).tolist()}")
     print(message)
-    assert len(sources) == 16 and wins >= 12, message
+    assert len(sources) == 16 and n >= 10 and p_value <= 0.05, message
     assert np.mean(edited) > np.mean(unconditioned), message
 
 
