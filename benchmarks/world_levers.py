@@ -51,15 +51,17 @@ COMMON = ["--seeds", "0", "--split", "validation,test", "--ddim-steps", "20,10",
 MAKE_RUN_BASE = ["--base", "models/world/base"]
 
 
-def run(name: str) -> Path:
+def run(name: str, seed: int = 0) -> Path:
+    """One lever at seed 0 -> RUNS/<lever>.json (the table's rows); another seed -> RUNS/seeds/, the
+    spread a seed-0 difference is read against."""
     import torch  # after main() set OMP_NUM_THREADS
 
     from benchmarks import world_motion
 
-    RUNS.mkdir(parents=True, exist_ok=True)
-    out = RUNS / f"{name}.json"
+    out = RUNS / f"{name}.json" if seed == 0 else RUNS / "seeds" / f"{name}_seed{seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     base = [] if name in TRAINS_BASE else MAKE_RUN_BASE
-    world_motion.main(COMMON + base + LEVERS[name] + ["--out", str(out)])
+    world_motion.main(COMMON + base + LEVERS[name] + ["--seeds", str(seed), "--out", str(out)])
     result = json.loads(out.read_text())
     result["threads"] = torch.get_num_threads()
     out.write_text(json.dumps(result, indent=1))
@@ -183,6 +185,7 @@ def main(argv=None) -> None:
     r = sub.add_parser("run")
     r.add_argument("lever", choices=sorted(LEVERS))
     r.add_argument("--threads", type=int, default=None, help="torch threads (1: two levers side by side)")
+    r.add_argument("--seed", type=int, default=0, help="tuning and sampling seed (the table uses seed 0)")
     t = sub.add_parser("table")
     t.add_argument("--default-minutes", type=float, required=True,
                    help="the default `make run`'s measured minutes on this machine (reports/run_time.json)")
@@ -196,7 +199,7 @@ def main(argv=None) -> None:
             os.environ["OMP_NUM_THREADS"] = str(args.threads)
             import torch
             torch.set_num_threads(args.threads)
-        run(args.lever)
+        run(args.lever, args.seed)
     else:
         stage = make_run_stage_seconds(args.tracking_db)
         totals = stage_runs(args.tracking_db)
