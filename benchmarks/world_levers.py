@@ -47,7 +47,7 @@ LEVERS = {
     "steps600_batch2": ["--tune-steps", "600", "--tune-batch", "2"],
 }
 TRAINS_BASE = {"base_trained_here", "base_vae300_unet600"}  # the others tune make run's own base
-COMMON = ["--seeds", "0", "--split", "validation,test", "--ddim-steps", "20,10", "--skip-untuned"]
+COMMON = ["--split", "validation,test", "--ddim-steps", "20,10", "--skip-untuned"]  # + the seed, in run()
 MAKE_RUN_BASE = ["--base", "models/world/base"]
 
 

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import machine_info
-from benchmarks.world_vae import evaluate, render
+from benchmarks.world_vae import evaluate, render, render_held_out
 from lamp_model import world
 from lamp_model.base_training import train_text_to_image, train_vae
 from lamp_model.loading import load_sd_components
@@ -161,7 +161,7 @@ def main(argv=None) -> dict:
     frames, train_clips, eval_clips = render(args.videos, args.height, args.width, split=split)
     held_out_clips = {split: eval_clips}
     for other in args.splits[1:]:
-        held_out_clips[other] = render(args.videos, args.height, args.width, split=other)[2]
+        held_out_clips[other] = render_held_out(args.height, args.width, split=other)
     captions = [c.caption(m) for m in world.MOTIONS for c in world.training_contents(m, args.videos)
                 for _ in range(len(frames) // (len(world.MOTIONS) * args.videos))]
     classifier = MotionClassifier().fit_clips(train_clips)

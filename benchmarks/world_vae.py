@@ -42,16 +42,21 @@ def render(n_train: int, height: int, width: int, seed: int = 0, split: str = "v
     clip lengths from params.yaml (world.frames, clips.*)."""
     prm = load_params()
     n_frames, c = prm.world.frames, prm.clips
-    frames, train_clips, eval_clips = [], {}, {}
+    frames, train_clips = [], {}
     for m in world.MOTIONS:
         train_clips[m] = []
         for _, _, v in world.training_videos(m, n_train, frames=n_frames, height=height, width=width, seed=seed):
             frames.append(v)
             train_clips[m] += [v[idx] for idx in sample_clips(n_frames, c.frames, c.stride, c.clips_per_video)]
-        eval_clips[m] = [world.render_video(m, content, frames=c.frames, height=height, width=width, seed=i,
-                                            split=split)
-                         for i, content in enumerate(world.contents(m, split, 6, seed))]
-    return np.concatenate(frames), train_clips, eval_clips
+    return np.concatenate(frames), train_clips, render_held_out(height, width, seed, split)
+
+
+def render_held_out(height: int, width: int, seed: int = 0, split: str = "validation") -> dict[str, list[np.ndarray]]:
+    """6 held-out clips per motion from `split` (clips.frames long), without rendering the training videos."""
+    frames = load_params().clips.frames
+    return {m: [world.render_video(m, content, frames=frames, height=height, width=width, seed=i, split=split)
+                for i, content in enumerate(world.contents(m, split, 6, seed))]
+            for m in world.MOTIONS}
 
 
 @torch.no_grad()
