@@ -47,10 +47,12 @@ $(STAMP):
 	touch $@
 
 ## The main job: render the motion world, train its base model, tune all 8 motions,
-## generate the 48 eval videos, score them and write reports/ (`dvc repro report`: the
-## stages the report depends on; `dvc repro controlnet`, for `lamp edit`, is not part of it).
+## generate the 48 eval videos, score them and write reports/: the stages of `dvc repro report`,
+## per-motion stages two at a time on a CPU (lamp/repro.py, params.yaml runner.jobs; a plain
+## `dvc repro report` does the same one stage at a time). `dvc repro controlnet`, for `lamp edit`,
+## is not part of it.
 run: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro report
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m lamp.repro report
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc metrics show
 
 ## The test suite (what .ci/run calls). Slow quality runs are excluded: `make test-slow`.

@@ -177,6 +177,21 @@ class TrackingParams(_Section):
     enabled: bool = True
 
 
+class RunnerParams(_Section):
+    """`make run` / `lamp repro`: how DVC's stages share the machine (not an input of any stage)."""
+
+    # per-motion stages of different motions side by side, each with cores // jobs torch threads;
+    # "auto": 2 on a CPU with >= 2 cores, 1 with a GPU (one GPU, one stage); 1 = plain `dvc repro`
+    jobs: int | str = "auto"
+
+    @field_validator("jobs")
+    @classmethod
+    def _jobs(cls, v):
+        if v != "auto" and not (isinstance(v, int) and v >= 1):
+            raise ValueError(f"{v!r}: give a number of stages at a time (>= 1) or auto")
+        return v
+
+
 class Params(_Section):
     seed: int = 0
     motions: list[str] = list(MOTIONS)
@@ -193,6 +208,7 @@ class Params(_Section):
     baselines: BaselinesParams = BaselinesParams()
     metrics: MetricsParams = MetricsParams()
     tracking: TrackingParams = TrackingParams()
+    runner: RunnerParams = RunnerParams()
 
     @model_validator(mode="after")
     def _check(self) -> "Params":

@@ -3,7 +3,7 @@
 Two kinds of task:
 
 - `dvc_stage` (main pipeline): runs `dvc --wait-for-lock repro -s <stage>[@motion]` in the
-  project root, i.e. the same `python -m tasks.<stage>` as `dvc repro`. DVC decides
+  project root (tasks/dvc_stage.py), i.e. the same `python -m tasks.<stage>` as `dvc repro`. DVC decides
   whether the stage has work to do, so a Prefect run and `dvc repro` share one state:
   after a Prefect run `dvc repro` is a no-op, and a re-run after a failure does only
   what is missing. The stage's own "error: ..." line becomes the task's failure message.
@@ -20,13 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import re
-import shutil
-import subprocess
-import sys
 import time
-from collections import deque
 from pathlib import Path
 
 from prefect import task
@@ -34,19 +28,12 @@ from prefect.cache_policies import NO_CACHE
 
 from lamp_model.config import load_params
 from tasks import tracking
+from tasks.dvc_stage import StageFailed, dvc_target, error_message, run_dvc_stage  # noqa: F401 - re-exported
 
 GPU_STAGES = ("tune", "generate", "baseline_tune_a_video", "baseline_text2video_zero", "baseline_animatediff")
 PER_MOTION = ("extract", "cache", "tune", "generate")
 RETRIES = {"extract": 1, "metrics": 1, "report": 1}
 GPU_LIMIT = "gpu"
-
-
-class StageFailed(RuntimeError):
-    """A stage run failed. `bad_input` is True when the stage itself reported bad input (no retry)."""
-
-    def __init__(self, message: str, bad_input: bool = False):
-        super().__init__(message)
-        self.bad_input = bad_input
 
 
 def _logger():
@@ -56,78 +43,6 @@ def _logger():
         return get_run_logger()
     except Exception:  # outside a flow/task run
         return logging.getLogger("lamp")
-
-
-def dvc_target(stage: str, motion: str | None = None) -> str:
-    return f"{stage}@{motion}" if motion else stage
-
-
-def dvc_executable() -> str:
-    """The dvc next to this Python (the project's venv) first, then PATH."""
-    local = Path(sys.executable).parent / "dvc"
-    return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
-
-
-def stage_env(parent_run_id: str | None = None, variant: str | None = None) -> dict[str, str]:
-    """Environment of a stage subprocess: this venv first on PATH (dvc.yaml runs `python -m ...`)."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.setdefault("DVC_NO_ANALYTICS", "1")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.pop(tracking.PARENT_ENV, None)
-    if parent_run_id:
-        env[tracking.PARENT_ENV] = parent_run_id
-    if variant:
-        env[tracking.VARIANT_ENV] = variant
-    return env
-
-
-def error_message(output: str) -> tuple[str | None, bool]:
-    """(message, bad_input) from a stage's output: its "error: ..." line (with indented
-    continuation lines), else DVC's own "ERROR: ..." line."""
-    lines = output.splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("error: "):
-            msg = [lines[i]]
-            for nxt in lines[i + 1:]:
-                if not nxt.startswith((" ", "\t")):
-                    break
-                msg.append(nxt)
-            return "\n".join(msg), True
-    for line in reversed(lines):
-        if line.startswith("ERROR:"):
-            return line, False
-    return None, False
-
-
-def run_dvc_stage(stage: str, motion: str | None = None, root: str = ".", parent_run_id: str | None = None,
-                  timeout: float | None = None) -> dict:
-    """`dvc --wait-for-lock repro -s <target>` in `root`; returns {"target", "ran", "seconds"}."""
-    target = dvc_target(stage, motion)
-    cmd = [dvc_executable(), "--wait-for-lock", "repro", "-s", target]
-    logger = _logger()
-    logger.info("%s: %s (cwd %s)", target, " ".join(cmd[1:]), root)
-    started = time.monotonic()
-    tail: deque[str] = deque(maxlen=400)
-    proc = subprocess.Popen(cmd, cwd=root, env=stage_env(parent_run_id), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    ran = False
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = strip_ansi(line.rstrip("\n"))
-        tail.append(line)
-        if f"Running stage '{target}'" in line:
-            ran = True
-        if line.strip() and "it/s]" not in line and "s/it]" not in line:  # skip tqdm redraws
-            logger.info("%s | %s", target, line)
-    rc = proc.wait(timeout=timeout)
-    seconds = time.monotonic() - started
-    if rc != 0:
-        output = "\n".join(tail)
-        msg, bad_input = error_message(output)
-        raise StageFailed(f"{target} failed (dvc exit {rc}): {msg or output[-2000:]}", bad_input=bad_input)
-    logger.info("%s: %s in %.1f s", target, "ran" if ran else "up to date (skipped by DVC)", seconds)
-    return {"target": target, "stage": stage, "motion": motion, "ran": ran, "seconds": seconds}
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:
@@ -155,7 +70,7 @@ def _gpu_slot(stage: str, gpu_limit: str | None):
 def dvc_stage(stage: str, motion: str | None = None, root: str = ".", parent_run_id: str | None = None,
               gpu_limit: str | None = GPU_LIMIT) -> dict:
     with _gpu_slot(stage, gpu_limit):
-        return run_dvc_stage(stage, motion, root, parent_run_id)
+        return run_dvc_stage(stage, motion, root, parent_run_id, logger=_logger())
 
 
 def stage_task(stage: str, motion: str | None = None):
@@ -245,7 +160,3 @@ def ensure_gpu_limit(name: str | None = GPU_LIMIT, limit: int = 1) -> None:
             f"the Prefect global concurrency limit '{name}' is disabled, so GPU stages would not take turns: "
             f"enable it (`prefect gcl enable {name}`), or run without one on purpose (gpu_limit='' / "
             "--gpu-limit '')")
-
-
-def strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)

@@ -17,7 +17,8 @@ Run tree (what the MLflow UI shows):
   compare view lines variants up.
 
 A stage run logs: params = flatten(params) + git commit + deps hash (a sha256 of
-the stage's dependency files as declared in dvc.yaml), metrics = result["metrics"]
+the stage's dependency files as declared in dvc.yaml) + runtime.torch_threads (in a
+stage that uses torch), metrics = result["metrics"]
 + duration_s, the loss curve result["loss"] as the stepped metric `loss`, and the
 files in result["artifacts"]. Tracking never changes a stage's outcome: a
 logging error is one warning line on stderr.
@@ -173,6 +174,8 @@ def log_stage(stage: str, params: Params, root: Path | str, result: dict | None,
     ps = {k: _param_value(v) for k, v in flatten(params).items()}
     ps["git.commit"] = commit
     ps["dvc.deps_hash"] = deps_hash if deps_hash is not None else stage_deps_hash(root, stage, motion)
+    if "torch" in sys.modules:  # float results can depend on it (lamp.repro runs per-motion stages with fewer)
+        ps["runtime.torch_threads"] = str(sys.modules["torch"].get_num_threads())
     plist = [Param(k, v) for k, v in ps.items()]
     for i in range(0, len(plist), _BATCH):
         _retry(lambda: client.log_batch(run_id, params=plist[i:i + _BATCH]))

@@ -1,0 +1,209 @@
+"""lamp.repro: `dvc repro` with per-motion stages side by side (what `make run` calls).
+
+The scheduler's invariants on stand-in stages (slots, order, dependencies, failure), then
+the real thing: a tiny two-motion pipeline in a fresh DVC repo with an MLflow store, run
+with two jobs, must leave DVC with nothing to do and record each stage's torch threads.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lamp.repro import cores, parse_dot, resolve_jobs, schedule, stage_threads, stale_stages
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+DOT = '''strict digraph {
+"world";
+"base";
+"extract@a";
+"extract@b";
+"tune@a";
+"tune@b";
+"metrics";
+"world" -> "base";
+"world" -> "extract@a";
+"world" -> "extract@b";
+"base" -> "tune@a";
+"base" -> "tune@b";
+"extract@a" -> "tune@a";
+"extract@b" -> "tune@b";
+"tune@a" -> "metrics";
+"tune@b" -> "metrics";
+}
+'''
+
+
+def test_parse_dot_reads_nodes_in_order_and_edges():
+    order, needs = parse_dot(DOT)
+    assert order == ["world", "base", "extract@a", "extract@b", "tune@a", "tune@b", "metrics"]
+    assert needs["tune@a"] == {"base", "extract@a"} and needs["metrics"] == {"tune@a", "tune@b"}
+    assert needs["world"] == set()
+
+
+def test_stale_stages_adds_everything_downstream_in_dependency_order():
+    order, needs = parse_dot(DOT)
+    assert stale_stages(order, needs, {"extract@b"}) == ["extract@b", "tune@b", "metrics"]
+    assert stale_stages(order, needs, set()) == []
+    assert stale_stages(order, needs, {"world"}) == order
+    everything = stale_stages(order, needs, {"metrics", "world"})  # listing order is not trusted blindly
+    assert all(everything.index(up) < everything.index(s) for s in everything for up in needs[s])
+
+
+def test_per_motion_stages_get_their_share_of_cores_and_others_torch_default():
+    assert stage_threads("tune@rain", jobs=2, n_cores=2) == 1
+    assert stage_threads("tune@rain", jobs=2, n_cores=16) == 8
+    assert stage_threads("tune@rain", jobs=3, n_cores=2) == 1
+    assert stage_threads("base", jobs=2, n_cores=2) is None
+    assert stage_threads("tune@rain", jobs=1, n_cores=2) is None
+    assert resolve_jobs(3, "cpu") == 3
+    assert resolve_jobs("auto", "cuda") == 1
+    assert resolve_jobs("auto", "cpu") == min(2, cores())
+
+
+class Recorder:
+    """Stand-in stages: each sleeps a little and records when it ran."""
+
+    def __init__(self, fail: str | None = None):
+        self.lock = threading.Lock()
+        self.spans: dict[str, tuple[float, float]] = {}
+        self.fail = fail
+
+    def __call__(self, stage: str) -> None:
+        start = time.monotonic()
+        time.sleep(0.05)
+        with self.lock:
+            self.spans[stage] = (start, time.monotonic())
+        if stage == self.fail:
+            raise RuntimeError(f"{stage} broke")
+
+    def overlapping(self, stage: str) -> set[str]:
+        s0, s1 = self.spans[stage]
+        return {o for o, (o0, o1) in self.spans.items() if o != stage and o0 < s1 and s0 < o1}
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_schedule_keeps_slots_order_and_dependencies(jobs):
+    order, needs = parse_dot(DOT)
+    rec = Recorder()
+    started = schedule(order, needs, jobs, rec)
+    assert sorted(started) == sorted(order)
+    for s in order:
+        for up in needs[s]:
+            assert rec.spans[up][1] <= rec.spans[s][0], f"{s} started before {up} finished"
+        if "@" not in s or jobs == 1:
+            assert rec.overlapping(s) == set(), f"{s} should have run alone"
+        else:
+            assert len(rec.overlapping(s)) <= jobs - 1
+    if jobs >= 2:  # the two motions' stages did run side by side
+        assert "extract@b" in rec.overlapping("extract@a") and "tune@b" in rec.overlapping("tune@a")
+
+
+def test_schedule_stops_starting_after_a_failure_but_lets_running_stages_finish():
+    order, needs = parse_dot(DOT)
+    rec = Recorder(fail="extract@a")
+    with pytest.raises(RuntimeError, match="extract@a broke"):
+        schedule(order, needs, 2, rec)
+    assert "extract@b" in rec.spans  # started beside the failing stage, finished
+    assert not {"tune@a", "tune@b", "metrics"} & set(rec.spans)
+
+
+# -- the real pipeline, tiny ------------------------------------------------------------------
+
+MOTIONS = ["rain", "helicopter"]
+TINY = {
+    "motions": MOTIONS,
+    "world.videos_per_motion": 4, "world.frames": 8, "world.height": 32, "world.width": 48,
+    "clips.frames": 8, "clips.height": 32, "clips.width": 48, "clips.clips_per_video": 1,
+    "data.min_videos": 4,
+    "base_train.vae_steps": 5, "base_train.unet_steps": 5, "base_train.clip_steps": 5,
+    "base_train.batch_size": 4, "base_train.unet_batch_size": 4,
+    "train.steps": 3, "train.checkpoint_every": 50,
+    "sample.ddim_steps": 2, "sample.seeds": [0],
+    "model.device": "cpu",
+}
+
+
+def _set(raw: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    for p in parents:
+        raw = raw.setdefault(p, {})
+    raw[leaf] = value
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repro_project")
+    for d in ("lamp_model", "tasks", "lamp", "scripts"):
+        shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for k, v in TINY.items():
+        _set(raw, k, v)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env.pop("LAMP_MLFLOW_PARENT_RUN_ID", None)
+    for cmd in (["git", "init", "-q"], [BIN / "dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "tiny"]):
+        subprocess.run(list(map(str, cmd)), cwd=root, env=env, check=True, capture_output=True)
+    return root, env
+
+
+def _repro(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "python"), "-m", "lamp.repro", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def _runs(root: Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("lamp")
+    return mlflow.search_runs(experiment_ids=[exp.experiment_id])
+
+
+def test_two_jobs_build_the_pipeline_dvc_agrees_and_threads_are_recorded(project):
+    root, env = project
+    p = _repro(root, env, "report", "--jobs", "2")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert f"{4 + 4 * len(MOTIONS)} stage(s) to run for report, 2 at a time" in p.stdout  # world, base, 4 per motion, metrics, report
+    assert (root / "reports/metrics.json").is_file()
+    status = subprocess.run([str(BIN / "dvc"), "status", "report"], cwd=root, env=env, capture_output=True,
+                            text=True, check=True)
+    assert "up to date" in status.stdout, status.stdout
+    runs = _runs(root)
+    threads = dict(zip(runs["tags.mlflow.runName"], runs["params.runtime.torch_threads"]))
+    per_motion = max(1, cores() // 2)
+    for m in MOTIONS:
+        for stage in ("cache", "tune", "generate"):
+            assert threads[f"{stage}@{m}"] == str(per_motion), (stage, m, threads)
+    # Nothing stale is left: a second run starts no stage.
+    again = _repro(root, env, "report", "--jobs", "2")
+    assert again.returncode == 0 and "0 stage(s) to run" in again.stdout, again.stdout[-2000:]
+
+
+def test_bad_jobs_is_one_line_and_runs_nothing(project):
+    root, env = project
+    p = _repro(root, env, "report", "--jobs", "0")
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "--jobs 0" in p.stderr
+    params = root / "params.yaml"
+    saved = params.read_text()
+    try:
+        params.write_text(saved.replace("jobs: auto", "jobs: many"))
+        p = _repro(root, env, "report")
+        assert p.returncode == 1 and p.stderr.startswith("error: ") and "params.yaml: runner.jobs = 'many'" in p.stderr, p.stderr
+        assert p.stderr.strip().count("\n") == 0
+    finally:
+        params.write_text(saved)
