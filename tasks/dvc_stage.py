@@ -43,9 +43,9 @@ def dvc_executable() -> str:
 
 
 def stage_env(parent_run_id: str | None = None, variant: str | None = None,
-              threads: int | None = None) -> dict[str, str]:
+              threads: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of a stage subprocess: this venv first on PATH (dvc.yaml runs `python -m ...`);
-    `threads` caps the stage's torch threads (None: torch's default, one per core)."""
+    `threads` caps the stage's torch threads (None: torch's default, one per core); `extra` is added."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
@@ -57,6 +57,7 @@ def stage_env(parent_run_id: str | None = None, variant: str | None = None,
         env[tracking.VARIANT_ENV] = variant
     if threads is not None:
         env.update({name: str(threads) for name in THREAD_ENV})
+    env.update(extra or {})
     return env
 
 
@@ -89,7 +90,8 @@ def is_progress_redraw(line: str) -> bool:
 
 def run_dvc_stage(stage: str, motion: str | None = None, root: str = ".", parent_run_id: str | None = None,
                   timeout: float | None = None, threads: int | None = None,
-                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> dict:
+                  logger: logging.Logger | logging.LoggerAdapter | None = None,
+                  extra_env: dict[str, str] | None = None) -> dict:
     """`dvc --wait-for-lock repro -s <target>` in `root`; returns {"target", "stage", "motion", "ran",
     "seconds"}; raises StageFailed with the stage's own error line."""
     logger = logger or logging.getLogger("lamp")
@@ -99,7 +101,7 @@ def run_dvc_stage(stage: str, motion: str | None = None, root: str = ".", parent
                 f", {threads} torch thread{'s' * (threads != 1)}" if threads else "")
     started = time.monotonic()
     tail: deque[str] = deque(maxlen=400)
-    proc = subprocess.Popen(cmd, cwd=root, env=stage_env(parent_run_id, threads=threads), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=root, env=stage_env(parent_run_id, threads=threads, extra=extra_env), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     ran = False
     assert proc.stdout is not None

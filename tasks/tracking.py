@@ -20,12 +20,16 @@ A stage run logs: params = flatten(params) + git commit + deps hash (a sha256 of
 the stage's dependency files as declared in dvc.yaml) + runtime.torch_threads (in a
 stage that uses torch), metrics = result["metrics"]
 + duration_s, the loss curve result["loss"] as the stepped metric `loss`, and the
-files in result["artifacts"]. Tracking never changes a stage's outcome: a
+files in result["artifacts"], with the stage's own start and end time. With $LAMP_TRACKING_SPOOL
+set (lamp.repro sets it), a stage writes that record as JSON into the folder instead, and
+the runner logs them all through one MLflow client (`log_spooled`): ~3 s less per stage
+process (importing mlflow, opening the sqlite store). Tracking never changes a stage's outcome: a
 logging error is one warning line on stderr.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -42,6 +46,7 @@ log = logging.getLogger("lamp")
 
 PARENT_ENV = "LAMP_MLFLOW_PARENT_RUN_ID"  # stage runs nest under this run
 VARIANT_ENV = "LAMP_VARIANT"  # tag `variant` of stage runs (default "main")
+SPOOL_ENV = "LAMP_TRACKING_SPOOL"  # a folder: stage runs are written there as JSON, for the caller to log
 MAIN = "main"
 _BATCH = 100  # MLflow's limit of params per log_batch call
 
@@ -145,17 +150,28 @@ def log_stage(stage: str, params: Params, root: Path | str, result: dict | None,
               variant: str | None = None, parent_run_id: str | None = None, duration_s: float | None = None,
               status: str = "FINISHED", error: str | None = None, deps_hash: str | None = None,
               tags: dict[str, str] | None = None) -> str | None:
-    """Log one stage run (finished or failed) as an MLflow run; returns its id (None when off)."""
+    """Log one stage run (finished or failed) as an MLflow run; returns its id (None when off, or when
+    $LAMP_TRACKING_SPOOL names a folder: then the run is written there for the caller to log)."""
     if not enabled(params):
         return None
-    from mlflow.entities import Metric, Param, RunTag
+    record = stage_record(stage, params, root, result, motion=motion, variant=variant, parent_run_id=parent_run_id,
+                          duration_s=duration_s, status=status, error=error, deps_hash=deps_hash, tags=tags)
+    spool = os.environ.get(SPOOL_ENV)
+    if spool:
+        write_spooled(Path(spool), record)
+        return None
+    return log_record(record, root)
 
+
+def stage_record(stage: str, params: Params, root: Path | str, result: dict | None, *, motion: str | None = None,
+                 variant: str | None = None, parent_run_id: str | None = None, duration_s: float | None = None,
+                 status: str = "FINISHED", error: str | None = None, deps_hash: str | None = None,
+                 tags: dict[str, str] | None = None) -> dict:
+    """Everything MLflow gets for one stage run, as plain JSON (taken in the stage's own process)."""
     root = Path(root)
     result = result or {}
     variant = variant or os.environ.get(VARIANT_ENV) or MAIN
     parent_run_id = parent_run_id if parent_run_id is not None else os.environ.get(PARENT_ENV) or None
-    client = _client(params, root)
-    exp = _retry(lambda: experiment_id(params, root, client))
     commit = git_commit(root)
     name = f"{stage}@{motion}" if motion else stage
     if variant != MAIN:
@@ -168,38 +184,89 @@ def log_stage(stage: str, params: Params, root: Path | str, result: dict | None,
         tags["mlflow.parentRunId"] = parent_run_id
     if error:
         tags["error"] = error[:5000]
-    run = _retry(lambda: client.create_run(exp, tags=tags, run_name=name))
-    run_id = run.info.run_id
-
     ps = {k: _param_value(v) for k, v in flatten(params).items()}
     ps["git.commit"] = commit
     ps["dvc.deps_hash"] = deps_hash if deps_hash is not None else stage_deps_hash(root, stage, motion)
     if "torch" in sys.modules:  # float results can depend on it (lamp.repro runs per-motion stages with fewer)
         ps["runtime.torch_threads"] = str(sys.modules["torch"].get_num_threads())
-    plist = [Param(k, v) for k, v in ps.items()]
+    metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items() if _is_number(v)}
+    if duration_s is not None:
+        metrics["duration_s"] = float(duration_s)
+    end_ms = int(time.time() * 1000)
+    artifacts = []
+    for path in result.get("artifacts") or []:
+        q = Path(path)
+        artifacts.append(str(q if q.is_absolute() else (root / q).resolve()))
+    return {"name": name, "tags": tags, "params": ps, "metrics": metrics,
+            "loss": [float(v) for v in result.get("loss") or [] if _is_number(v)], "artifacts": artifacts,
+            "status": status, "end_ms": end_ms,
+            "start_ms": end_ms - int(1000 * duration_s) if duration_s is not None else end_ms,
+            "tracking": {"uri": params.tracking.uri, "experiment": params.tracking.experiment}}
+
+
+def log_record(record: dict, root: Path | str, client=None) -> str:
+    """One stage run from its record (`stage_record`) into MLflow, with the stage's own start and end time."""
+    from mlflow.entities import Metric, Param
+
+    params = Params.model_validate({"tracking": record["tracking"]})
+    client = client or _client(params, root)
+    exp = _retry(lambda: experiment_id(params, root, client))
+    run = _retry(lambda: client.create_run(exp, start_time=record["start_ms"], tags=record["tags"],
+                                           run_name=record["name"]))
+    run_id = run.info.run_id
+    plist = [Param(k, v) for k, v in record["params"].items()]
     for i in range(0, len(plist), _BATCH):
         _retry(lambda: client.log_batch(run_id, params=plist[i:i + _BATCH]))
-
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in (result.get("metrics") or {}).items() if _is_number(v)]
-    if duration_s is not None:
-        metrics.append(Metric("duration_s", float(duration_s), now, 0))
-    metrics += [Metric("loss", float(v), now, step) for step, v in enumerate(result.get("loss") or [])
-                if _is_number(v)]
+    end = record["end_ms"]
+    metrics = [Metric(k, v, end, 0) for k, v in record["metrics"].items()]
+    metrics += [Metric("loss", v, end, step) for step, v in enumerate(record["loss"])]
     for i in range(0, len(metrics), 1000):
         _retry(lambda: client.log_batch(run_id, metrics=metrics[i:i + 1000]))
-
-    for path in result.get("artifacts") or []:
+    for path in record["artifacts"]:
         p = Path(path)
-        p = p if p.is_absolute() else root / p
         if p.is_dir():
             client.log_artifacts(run_id, str(p), artifact_path=p.name)
         elif p.is_file():
             client.log_artifact(run_id, str(p))
         else:
             log.warning("tracking: artifact %s not found, not logged", p)
-    _retry(lambda: client.set_terminated(run_id, status=status))
+    _retry(lambda: client.set_terminated(run_id, status=record["status"], end_time=end))
     return run_id
+
+
+# -- spooled stage runs (lamp.repro: one MLflow client for all stages, not one per stage process) -----
+
+def write_spooled(spool: Path, record: dict) -> Path:
+    """The record as <spool>/<end ms>-<pid>-<name>.json, written whole (a reader never sees half a file)."""
+    spool.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9@_.-]+", "_", record["name"])
+    path = spool / f"{record['end_ms']}-{os.getpid()}-{safe}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    return path
+
+
+def log_spooled(spool: Path, root: Path | str) -> tuple[int, int]:
+    """Log every spooled stage run to MLflow, oldest first, deleting each once logged; a run that fails
+    to log stays for the next call. Returns (logged, failed)."""
+    logged = failed = 0
+    clients: dict[str, object] = {}  # one per store: opening a sqlite store costs ~1 s
+    for path in sorted(Path(spool).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            uri = record["tracking"]["uri"]
+            if uri not in clients:
+                clients[uri] = _client(Params.model_validate({"tracking": record["tracking"]}), root)
+            log_record(record, root, clients[uri])
+        except Exception as e:  # noqa: BLE001 - tracking never changes a run's outcome
+            failed += 1
+            print(f"warning: MLflow tracking of {path.name} failed ({type(e).__name__}: {e}); kept in {spool}",
+                  file=sys.stderr)
+            continue
+        path.unlink()
+        logged += 1
+    return logged, failed
 
 
 def log_stage_safely(*args, **kwargs) -> str | None:

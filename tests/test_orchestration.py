@@ -177,7 +177,7 @@ def test_a_deployment_run_with_worker(project):
     assert state == ["1", "COMPLETED"], state
     _outputs_present(p.root)
 
-    # DVC and Prefect share one state: nothing left for `dvc repro report` (= make run; the ControlNet
+    # DVC and Prefect share one state: nothing left for `dvc repro report` (make run's stages; the ControlNet
     # stage for `lamp edit` is not part of it)
     status = p.run(BIN / "dvc", "status", "--with-deps", "report", "--json").stdout
     assert json.loads(status) == {}, status
