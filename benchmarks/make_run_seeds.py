@@ -1,0 +1,132 @@
+"""`make run` itself over seeds: fresh clones, minutes and test motion accuracy (issue: the main job).
+
+The main job's figure is its own reports/metrics.json, and one run on one machine is not the
+figure: each run here is a fresh clone of HEAD (`make setup` timed apart, then `make run`) whose
+seeds for the base stage, the tuning and the sampling are all N (`seed`, `base_train.seed`,
+`train.seed`, `sample.seeds: [N]`; the world's data stay fixed). `table` puts the runs side by side:
+test accuracy mean +- std over seeds, per motion, the minutes and their median.
+
+    python -m benchmarks.make_run_seeds run --seed 1            # -> runs/make_run_seeds/seed1.json
+    python -m benchmarks.make_run_seeds collect /tmp/clone --seed 0 --minutes 19.7 --setup-minutes 2.4
+                                                                # a `make run` already done in a fresh clone
+    python -m benchmarks.make_run_seeds table                   # -> benchmarks/results/make_run_seeds_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+RUNS = Path("runs/make_run_seeds")
+RESULT = Path("benchmarks/results/make_run_seeds_cpu.json")
+SEED_KEYS = ("seed", "base_train.seed", "train.seed", "sample.seeds")
+
+
+def seed_overlay(seed: int) -> str:
+    return (f"seed: {seed}\nbase_train:\n  seed: {seed}\ntrain:\n  seed: {seed}\n"
+            f"sample:\n  seeds: [{seed}]\n")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def collect(clone: Path, seed: int, minutes: float, setup_minutes: float | None, how: str,
+            load: list[float] | None = None) -> Path:
+    """The run's record from a clone whose `make run` has finished -> RUNS/seed<N>.json."""
+    metrics = json.loads((clone / "reports/metrics.json").read_text())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
+                            text=True).stdout.strip()
+    record = {"seed": seed, "commit": commit, "date": date.today().isoformat(), "minutes": round(minutes, 1),
+              "setup_minutes": None if setup_minutes is None else round(setup_minutes, 1),
+              "machine": f"{os.cpu_count()}-core CPU ({_cpu_model()})", "load_average_before": load, "how": how,
+              "test_motion_accuracy": metrics["overall"]["motion_accuracy"],
+              "test_none_share": metrics["overall"].get("motion_none_share"),
+              "per_motion": {m: v["motion_accuracy"] for m, v in metrics["per_motion"].items()}}
+    RUNS.mkdir(parents=True, exist_ok=True)
+    out = RUNS / f"seed{seed}.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: record[k] for k in ("seed", "minutes", "test_motion_accuracy")}))
+    return out
+
+
+def run(seed: int, workdir: Path) -> Path:
+    """A fresh clone of HEAD with every seed set to `seed`: `make setup`, then `make run`, both timed."""
+    repo = Path.cwd()
+    clone = workdir / f"seed{seed}"
+    subprocess.run(["rm", "-rf", str(clone)], check=True)
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    t0 = time.monotonic()
+    subprocess.run(["make", "setup"], cwd=clone, check=True, stdout=subprocess.DEVNULL)
+    setup = (time.monotonic() - t0) / 60
+    if seed != 0:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(seed_overlay(seed))
+        subprocess.run([str(clone / ".venv/bin/python"), "scripts/merge_params.py", f.name], cwd=clone, check=True)
+    load = [round(x, 2) for x in os.getloadavg()]
+    t0 = time.monotonic()
+    with open(clone / "make_run.log", "w") as log:
+        subprocess.run(["make", "run"], cwd=clone, check=True, stdout=log, stderr=subprocess.STDOUT)
+    minutes = (time.monotonic() - t0) / 60
+    return collect(clone, seed, minutes, setup, "fresh clone of HEAD, make setup then make run, nothing else "
+                   "running", load)
+
+
+def table(runs_dir: Path = RUNS, result_path: Path = RESULT) -> dict:
+    runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("seed*.json"))]
+    if not runs:
+        raise SystemExit(f"no runs in {runs_dir}: `python -m benchmarks.make_run_seeds run --seed N` first")
+    acc = [r["test_motion_accuracy"] for r in runs]
+    motions = list(runs[0]["per_motion"])
+    per_motion = {m: float(np.mean([r["per_motion"][m] for r in runs])) for m in motions}
+    minutes = [r["minutes"] for r in runs]
+    result = {"what": __doc__.split("\n")[0], "seeds": [r["seed"] for r in runs],
+              "test_motion_accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc, ddof=1))
+                                       if len(acc) > 1 else 0.0, "runs": acc},
+              "per_motion_mean": per_motion, "lowest_motion": min(per_motion, key=per_motion.get),
+              "minutes": minutes, "median_minutes": float(np.median(minutes)), "runs": runs}
+    result_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"test motion accuracy {result['test_motion_accuracy']['mean']:.3f} +- "
+          f"{result['test_motion_accuracy']['std']:.3f} over seeds {result['seeds']}; minutes {minutes} "
+          f"(median {result['median_minutes']:.1f}); per motion: "
+          + ", ".join(f"{m} {v:.2f}" for m, v in per_motion.items()))
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--seed", type=int, required=True)
+    r.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lamp_make_run_seeds")
+    c = sub.add_parser("collect")
+    c.add_argument("clone", type=Path)
+    c.add_argument("--seed", type=int, required=True)
+    c.add_argument("--minutes", type=float, required=True)
+    c.add_argument("--setup-minutes", type=float, default=None)
+    c.add_argument("--how", default="fresh clone, make setup then make run, nothing else running")
+    sub.add_parser("table")
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        run(args.seed, args.workdir)
+    elif args.cmd == "collect":
+        collect(args.clone, args.seed, args.minutes, args.setup_minutes, args.how)
+    else:
+        table()
+
+
+if __name__ == "__main__":
+    main()
