@@ -92,9 +92,10 @@ def stage_runs(tracking_db: str = "mlflow.db") -> dict[str, list[float]]:
 
 
 def make_run_stage_seconds(tracking_db: str = "mlflow.db") -> dict[str, float]:
-    """Median seconds of one tune / generate stage run in the project's MLflow store."""
+    """Median seconds of one base / tune / generate stage run in the project's MLflow store."""
     runs = stage_runs(tracking_db)
-    return {stage: float(np.median(runs[stage])) if runs.get(stage) else float("nan") for stage in ("tune", "generate")}
+    return {stage: float(np.median(runs[stage])) if runs.get(stage) else float("nan")
+            for stage in ("base", "tune", "generate")}
 
 
 def table(default_minutes: float, stage: dict[str, float], runs_dir: Path = RUNS, result_path: Path = RESULT,
@@ -107,7 +108,9 @@ def table(default_minutes: float, stage: dict[str, float], runs_dir: Path = RUNS
     by side price levers the same as a quiet 2-thread run would). Base levers compare with the base
     trained here the default way, the others with the default on `make run`'s base. With
     `make_run_jobs` per-motion stages side by side in that `make run` (lamp.repro), a second of tuning
-    or sampling adds 1 / make_run_jobs seconds to its wall time; the base stage runs alone."""
+    or sampling adds 1 / make_run_jobs seconds to its wall time; the base stage runs alone, and a base
+    lever's extra seconds are converted by how much faster `make run`'s base stage ran than the
+    reference base here (stage["base"], when given; else the tuning ratio)."""
     runs = {p.stem: json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))}
     if "default" not in runs:
         raise SystemExit(f"{runs_dir}/default.json missing: run `python -m benchmarks.world_levers run default` first")
@@ -117,13 +120,16 @@ def table(default_minutes: float, stage: dict[str, float], runs_dir: Path = RUNS
     ref_gen = ref["scores"]["validation/ddim20"]["generate_s"]
     gen_speed = n_motions * stage["generate"] / ref_gen
     base_ref = runs.get("base_trained_here")
+    base_speed = tune_speed
+    if base_ref is not None and np.isfinite(stage.get("base", float("nan"))):
+        base_speed = stage["base"] / sum(base_ref["base_seconds"].values())
     rows = []
     for name, r in runs.items():
         t = r["tuned"][0]
         compare_with = "base_trained_here" if name in TRAINS_BASE else "default"
         extra_base = 0.0
         if name in TRAINS_BASE and base_ref is not None:
-            extra_base = (sum(r["base_seconds"].values()) - sum(base_ref["base_seconds"].values())) * tune_speed
+            extra_base = (sum(r["base_seconds"].values()) - sum(base_ref["base_seconds"].values())) * base_speed
         for n in (20, 10):
             val, test = t["scores"][f"validation/ddim{n}"], t["scores"][f"test/ddim{n}"]
             extra_tune = (t["tune_s"] - ref["tune_s"]) * tune_speed / make_run_jobs
@@ -220,8 +226,9 @@ def main(argv=None) -> None:
         totals = stage_runs(args.tracking_db)
         for name, secs in sorted(totals.items()):
             print(f"make run stage {name}: {len(secs)} runs, {sum(secs):.0f} s in all, median {np.median(secs):.1f} s")
-        stage = {"tune": args.tune_seconds or stage["tune"], "generate": args.generate_seconds or stage["generate"]}
-        if any(np.isnan(v) for v in stage.values()):
+        stage = {"base": stage["base"], "tune": args.tune_seconds or stage["tune"],
+                 "generate": args.generate_seconds or stage["generate"]}
+        if np.isnan(stage["tune"]) or np.isnan(stage["generate"]):
             raise SystemExit("no tune/generate stage runs in mlflow.db: pass --tune-seconds and --generate-seconds")
         table(args.default_minutes, stage, stage_totals=totals, make_run_jobs=args.make_run_jobs)
 

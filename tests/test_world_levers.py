@@ -48,6 +48,25 @@ def test_table_keeps_validation_and_test_apart_and_prices_each_lever_from_its_ti
     assert validation == sorted(validation, reverse=True) and len(validation) == 8  # by validation
 
 
+def test_side_by_side_stages_and_the_base_stage_have_their_own_conversion(tmp_path):
+    """With make run's per-motion stages two at a time, extra tuning costs half its seconds in wall time;
+    a base lever is priced by how fast make run's base stage ran against the reference base here."""
+    default = {"validation/ddim20": (0.25, 10.0), "validation/ddim10": (0.20, 5.0),
+               "test/ddim20": (0.30, 10.0), "test/ddim10": (0.10, 5.0)}
+    (tmp_path / "default.json").write_text(json.dumps(fake_run(100.0, default)))
+    (tmp_path / "steps600_batch2.json").write_text(json.dumps(fake_run(200.0, default)))
+    (tmp_path / "base_trained_here.json").write_text(json.dumps(fake_run(100.0, default, base_s=300.0)))
+    (tmp_path / "base_vae300_unet600.json").write_text(json.dumps(fake_run(100.0, default, base_s=450.0)))
+    result = world_levers.table(20.0, {"base": 200.0, "tune": 50.0, "generate": 5.0}, tmp_path,
+                                tmp_path / "out.json", make_run_jobs=2)
+    rows = {(r["lever"], r["ddim_steps"]): r for r in result["rows"]}
+    # 100 s more tuning here = 2 motions x 50 s more in stage time, side by side: 50 s of wall time
+    assert rows["steps600_batch2", 20]["make_run_minutes"] == pytest.approx(20.0 + 50 / 60)
+    # 150 s more base here; make run's base took 200 s where the reference took 300 s here: 100 s more
+    assert rows["base_vae300_unet600", 20]["make_run_minutes"] == pytest.approx(20.0 + 100 / 60)
+    assert result["make_run_jobs"] == 2
+
+
 def test_table_needs_the_default_run(tmp_path):
     (tmp_path / "cosine.json").write_text(json.dumps(fake_run(1.0, {})))
     with pytest.raises(SystemExit, match="default.json missing"):
