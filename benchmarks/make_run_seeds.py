@@ -4,7 +4,8 @@ The main job's figure is its own reports/metrics.json, and one run on one machin
 figure: each run here is a fresh clone of HEAD (`make setup` timed apart, then `make run`) whose
 seeds for the base stage, the tuning and the sampling are all N (`seed`, `base_train.seed`,
 `train.seed`, `sample.seeds: [N]`; the world's data stay fixed). `table` puts the runs side by side:
-test accuracy mean +- std over seeds, per motion, the minutes and their median.
+test accuracy mean +- std over seeds (population std, as the
+other seed figures), per motion, the minutes and their median.
 
     python -m benchmarks.make_run_seeds run --seed 1            # -> runs/make_run_seeds/seed1.json
     python -m benchmarks.make_run_seeds collect /tmp/clone --seed 0 --minutes 19.7 --setup-minutes 2.4
@@ -94,8 +95,7 @@ def table(runs_dir: Path = RUNS, result_path: Path = RESULT) -> dict:
     per_motion = {m: float(np.mean([r["per_motion"][m] for r in runs])) for m in motions}
     minutes = [r["minutes"] for r in runs]
     result = {"what": __doc__.split("\n")[0], "seeds": [r["seed"] for r in runs],
-              "test_motion_accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc, ddof=1))
-                                       if len(acc) > 1 else 0.0, "runs": acc},
+              "test_motion_accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc)), "runs": acc},
               "per_motion_mean": per_motion, "lowest_motion": min(per_motion, key=per_motion.get),
               "minutes": minutes, "median_minutes": float(np.median(minutes)), "runs": runs}
     result_path.write_text(json.dumps(result, indent=1) + "\n")

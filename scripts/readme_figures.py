@@ -87,6 +87,19 @@ def main_job(root: Path) -> tuple[str, str]:
     return how_long, reaches
 
 
+MAKE_RUN_SEEDS = "benchmarks/results/make_run_seeds_cpu.json"
+
+
+def main_job_seeds(root: Path) -> tuple[str, str]:
+    d = load(root, MAKE_RUN_SEEDS)
+    acc = {r["seed"]: r["test_motion_accuracy"] for r in d["runs"]}
+    low = d["lowest_motion"]
+    how_long = f"{minutes_range(d['minutes'])} per run (median {d['median_minutes']:.1f} min; {d['runs'][0]['machine']})"
+    reaches = (f"motion accuracy **{mean_std(acc)}**; lowest motion {low.replace('_', ' ')} "
+               f"{pct(d['per_motion_mean'][low])} (mean over seeds)")
+    return how_long, reaches
+
+
 DEFAULT_SEEDS = "benchmarks/results/world_motion_cpu_3seeds_test.json"
 
 
@@ -136,6 +149,9 @@ ROWS = [
     Row("the main job: the default motion world, all 8 motions, 48 test prompts", "`make run`",
         main_job, "[reports/summary.md](reports/summary.md), [reports/metrics.json](reports/metrics.json), "
                   "[reports/run_time.json](reports/run_time.json)"),
+    Row("the main job over 3 seeds: fresh clones whose base, tuning and sampling seeds are all N, test prompts",
+        "`python -m benchmarks.make_run_seeds run --seed N` (N = 0, 1, 2), then `... table`", main_job_seeds,
+        "[make_run_seeds_cpu.json](benchmarks/results/make_run_seeds_cpu.json)"),
     Row("the default over 3 seeds of tuning and sampling (the main job's base), test prompts",
         "`python -m benchmarks.world_motion --base models/world/base --split test --seeds 0,1,2`", default_seeds,
         "[world_motion_cpu_3seeds_test.json](benchmarks/results/world_motion_cpu_3seeds_test.json)"),

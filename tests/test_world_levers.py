@@ -67,6 +67,22 @@ def test_side_by_side_stages_and_the_base_stage_have_their_own_conversion(tmp_pa
     assert result["make_run_jobs"] == 2
 
 
+def test_a_gain_is_averaged_over_the_seeds_a_lever_and_its_reference_share(tmp_path):
+    """Seed 0 alone: +2 of 48 validation videos, chosen; with seed 1 (runs/seeds/) the mean gain is 0: not chosen."""
+    base = {"validation/ddim20": (0.25, 10.0), "validation/ddim10": (0.0, 5.0), "test/ddim20": (0.3, 10.0),
+            "test/ddim10": (0.0, 5.0)}
+    up = {**base, "validation/ddim20": (0.25 + 2 / 48, 10.0)}
+    (tmp_path / "default.json").write_text(json.dumps(fake_run(100.0, base)))
+    (tmp_path / "frames8_steps600.json").write_text(json.dumps(fake_run(100.0, up)))
+    stage = {"tune": 50.0, "generate": 5.0}
+    assert world_levers.table(20.0, stage, tmp_path, tmp_path / "seeds_a.out")["chosen"]["lever"] == "frames8_steps600"
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "default_seed1.json").write_text(json.dumps(fake_run(100.0, up)))
+    (tmp_path / "seeds" / "frames8_steps600_seed1.json").write_text(json.dumps(fake_run(100.0, base)))
+    chosen = world_levers.table(20.0, stage, tmp_path, tmp_path / "seeds_b.out")["chosen"]
+    assert (chosen["lever"], chosen["ddim_steps"]) == ("default", 20)
+
+
 def test_table_needs_the_default_run(tmp_path):
     (tmp_path / "cosine.json").write_text(json.dumps(fake_run(1.0, {})))
     with pytest.raises(SystemExit, match="default.json missing"):
