@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import cpu_model
+
 RUNS = Path("runs/make_run_seeds")
 RESULT = Path("benchmarks/results/make_run_seeds_cpu.json")
 SEED_KEYS = ("seed", "base_train.seed", "train.seed", "sample.seeds")
@@ -35,16 +37,6 @@ def seed_overlay(seed: int) -> str:
             f"sample:\n  seeds: [{seed}]\n")
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def collect(clone: Path, seed: int, minutes: float, setup_minutes: float | None, how: str,
             load: list[float] | None = None) -> Path:
     """The run's record from a clone whose `make run` has finished -> RUNS/seed<N>.json."""
@@ -53,7 +45,7 @@ def collect(clone: Path, seed: int, minutes: float, setup_minutes: float | None,
                             text=True).stdout.strip()
     record = {"seed": seed, "commit": commit, "date": date.today().isoformat(), "minutes": round(minutes, 1),
               "setup_minutes": None if setup_minutes is None else round(setup_minutes, 1),
-              "machine": f"{os.cpu_count()}-core CPU ({_cpu_model()})", "load_average_before": load, "how": how,
+              "machine": f"{os.cpu_count()}-core CPU ({cpu_model()})", "load_average_before": load, "how": how,
               "test_motion_accuracy": metrics["overall"]["motion_accuracy"],
               "test_none_share": metrics["overall"].get("motion_none_share"),
               "per_motion": {m: v["motion_accuracy"] for m, v in metrics["per_motion"].items()}}

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lamp.repro import cores, parse_dot, resolve_jobs, schedule, stage_threads, stale_stages
+from lamp_model.config import write_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -136,12 +136,6 @@ TINY = {
 }
 
 
-def _set(raw: dict, key: str, value) -> None:
-    *parents, leaf = key.split(".")
-    for p in parents:
-        raw = raw.setdefault(p, {})
-    raw[leaf] = value
-
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
@@ -149,10 +143,8 @@ def project(tmp_path_factory):
     for d in ("lamp_model", "tasks", "lamp", "scripts"):
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for k, v in TINY.items():
-        _set(raw, k, v)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    write_overrides(root / "params.yaml", TINY)
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "t",
