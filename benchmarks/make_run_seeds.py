@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -60,7 +61,7 @@ def run(seed: int, workdir: Path) -> Path:
     """A fresh clone of HEAD with every seed set to `seed`: `make setup`, then `make run`, both timed."""
     repo = Path.cwd()
     clone = workdir / f"seed{seed}"
-    subprocess.run(["rm", "-rf", str(clone)], check=True)
+    shutil.rmtree(clone, ignore_errors=True)
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
     t0 = time.monotonic()
     subprocess.run(["make", "setup"], cwd=clone, check=True, stdout=subprocess.DEVNULL)

@@ -195,9 +195,11 @@ def choose(rows: list[dict]) -> dict:
 
     def gain(r: dict) -> float:
         # the tuning lever's gain over its reference, averaged over the seeds both were run with
-        tuned = by_name.get((r["lever"], 20), r).get("validation_by_seed") or {"0": by_name.get((r["lever"], 20), r)["validation"]}
-        ref_row = by_name.get((r["compare_with"], 20), default)
-        ref = ref_row.get("validation_by_seed") or {"0": ref_row["validation"]}
+        def by_seed(row: dict) -> dict[str, float]:
+            return row.get("validation_by_seed") or {"0": row["validation"]}
+
+        tuned = by_seed(by_name.get((r["lever"], 20), r))
+        ref = by_seed(by_name.get((r["compare_with"], 20), default))
         common = sorted(set(tuned) & set(ref))
         return float(np.mean([tuned[sd] - ref[sd] for sd in common])) + sampling_effect(r["ddim_steps"])
 

@@ -141,6 +141,7 @@ def schedule(stages: list[str], needs: dict[str, set[str]], jobs: int, run_stage
     needs; one that does not fit yet holds back the ones after it). The first failure stops new
     starts; the running ones finish, then it is raised. Returns the stages in the order they started."""
     pending = list(stages)
+    in_plan = set(stages)
     done: set[str] = set()
     started: list[str] = []
     running: dict[Future, tuple[str, int]] = {}
@@ -150,7 +151,7 @@ def schedule(stages: list[str], needs: dict[str, set[str]], jobs: int, run_stage
             free = jobs - sum(w for _, w in running.values())
             if failure is None:
                 for s in list(pending):
-                    if (needs.get(s, set()) & set(stages)) - done:
+                    if (needs.get(s, set()) & in_plan) - done:
                         continue  # waits for a stage it needs
                     weight = 1 if is_per_motion(s) else jobs
                     if weight > free:
@@ -182,20 +183,18 @@ def repro(root: Path | str = ".", target: str | None = None, jobs: int | str | N
     n_cores = cores()
     t0 = time.monotonic()
     stages, needs = plan(root, target)
+    per_motion_threads = stage_threads("stage@motion", n_jobs, n_cores)
     log.info("%d stage(s) to run for %s, %d at a time on %d core(s)%s", len(stages), target or "dvc.yaml",
-             n_jobs, n_cores, f" (per-motion stages with {max(1, n_cores // n_jobs)} torch thread(s) each)"
-             if n_jobs > 1 else "")
-    spans: dict[str, tuple[float, float]] = {}  # stage -> (start, end), seconds since the runner started
+             n_jobs, n_cores, f" (per-motion stages with {per_motion_threads} torch thread(s) each)"
+             if per_motion_threads else "")
     # Stage runs go to MLflow through this process's one client (tasks/tracking.py, SPOOL_ENV).
     spool = root / SPOOL_DIR
     spool_env = {tracking.SPOOL_ENV: str(spool)} if params.tracking.enabled else {}
 
     def run_stage(stage: str) -> None:
         name, _, item = stage.partition("@")
-        start = time.monotonic() - t0
         run_dvc_stage(name, item or None, str(root), threads=stage_threads(stage, n_jobs, n_cores), logger=log,
                       extra_env=spool_env)
-        spans[stage] = (start, time.monotonic() - t0)
 
     try:
         schedule(stages, needs, n_jobs, run_stage)
@@ -204,15 +203,12 @@ def repro(root: Path | str = ".", target: str | None = None, jobs: int | str | N
             logged, failed = tracking.log_spooled(spool, root)
             log.info("MLflow: %d stage run(s) logged%s", logged, f", {failed} kept in {spool}" if failed else "")
     # What the runner did is what `dvc repro` would have done: DVC must find nothing left.
-    final = subprocess.run([dvc_executable(), "repro", *([target] if target else [])], cwd=root, env=stage_env(),
-                           capture_output=True, text=True)
-    if final.returncode != 0:
-        raise StageFailed(f"dvc repro after the runner failed: {(final.stderr or final.stdout).strip()[-2000:]}")
-    if "up to date" not in final.stdout:
-        log.warning("dvc repro found stages the runner left stale:\n%s", final.stdout.strip())
+    final = _dvc(root, "repro", *([target] if target else []))
+    if "up to date" not in final:
+        log.warning("dvc repro found stages the runner left stale:\n%s", final.strip())
     seconds = time.monotonic() - t0
     log.info("done: %d stage(s) in %.1f min", len(stages), seconds / 60)
-    return {"stages": stages, "jobs": n_jobs, "cores": n_cores, "seconds": seconds, "spans": spans}
+    return {"stages": stages, "jobs": n_jobs, "cores": n_cores, "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:

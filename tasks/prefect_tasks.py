@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lamp_model.config import load_params
 from tasks import tracking
-from tasks.dvc_stage import StageFailed, dvc_target, error_message, run_dvc_stage  # noqa: F401 - re-exported
+from tasks.dvc_stage import StageFailed, dvc_target, run_dvc_stage
 
 GPU_STAGES = ("tune", "generate", "baseline_tune_a_video", "baseline_text2video_zero", "baseline_animatediff")
 PER_MOTION = ("extract", "cache", "tune", "generate")

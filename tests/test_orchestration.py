@@ -610,7 +610,7 @@ def test_stage_main_logs_mlflow_runs_nested_and_failed(tmp_path):
 
     from lamp_model.config import load_params
     from tasks import tracking
-    from tasks.prefect_tasks import error_message
+    from tasks.dvc_stage import error_message
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     for k, v in {**TINY, "world.videos_per_motion": 1, "world.frames": 2, "world.height": 16,
