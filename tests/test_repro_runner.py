@@ -73,14 +73,15 @@ def test_per_motion_stages_get_their_share_of_cores_and_others_torch_default():
 class Recorder:
     """Stand-in stages: each sleeps a little and records when it ran."""
 
-    def __init__(self, fail: str | None = None):
+    def __init__(self, fail: str | None = None, seconds: dict[str, float] | None = None):
         self.lock = threading.Lock()
         self.spans: dict[str, tuple[float, float]] = {}
         self.fail = fail
+        self.seconds = seconds or {}
 
     def __call__(self, stage: str) -> None:
         start = time.monotonic()
-        time.sleep(0.05)
+        time.sleep(self.seconds.get(stage, 0.05))
         with self.lock:
             self.spans[stage] = (start, time.monotonic())
         if stage == self.fail:
@@ -113,7 +114,9 @@ def test_schedule_keeps_slots_order_and_dependencies(jobs):
 
 def test_schedule_stops_starting_after_a_failure_but_lets_running_stages_finish():
     order, needs = parse_dot(DOT)
-    rec = Recorder(fail="extract@a")
+    # extract@a fails at once while extract@b still runs: had b finished first, tune@b could
+    # rightly have started before the failure was seen
+    rec = Recorder(fail="extract@a", seconds={"extract@a": 0.0, "extract@b": 1.0})
     with pytest.raises(RuntimeError, match="extract@a broke"):
         schedule(order, needs, 2, rec)
     assert "extract@b" in rec.spans  # started beside the failing stage, finished
