@@ -10,9 +10,14 @@ settings) finished and do not tune again. Every MLflow run carries tags.variant 
 tags.seed; the flow ends with `compare` (flows/compare.py):
 reports/ablations/comparison.{csv,md,png}, mean ± std over the seeds run.
 
-`--seeds 0 1 2` runs every variant once per seed (train.seed and sample.seeds set to
-it: tuning and sampling noise vary together; the world and the base model are the
-main pipeline's), under runs/ablations/<variant>/seed<s>/.
+`--seeds 0 1 2` runs every variant once per seed: the seed sets the base stage
+(base_train.seed), the tuning (train.seed) and the sampling (sample.seeds) together; the
+world's data stay fixed (with real weights the base is what it is: only tuning and sampling
+vary). The seed of params.yaml's base runs on the main pipeline's data and base, under
+runs/ablations/<variant>/seed<s>/. Any other seed first trains its own base and caches its
+clips in a project of its own, runs/ablations/projects/seed<s>/ (`seed_project`: the world's
+videos and prompts linked, params.yaml = the main one with base_train.seed = s, MLflow
+writing to the main store), and runs its variants there (~6 min more per seed on 2 CPU cores).
 
 "No first-frame conditioning" is the spec's ablation in full: tuned without a clean
 frame 0 AND sampled without a first frame (tasks/generate.py); its first-frame
@@ -31,8 +36,9 @@ from prefect import flow, get_run_logger
 
 from flows.compare import build_comparison
 from flows.motion import check_motions
-from lamp_model.config import load_params
+from lamp_model.config import load_params, write_overrides
 from tasks import tracking
+from tasks.common import trains_base
 from tasks.prefect_tasks import GPU_LIMIT, ensure_gpu_limit, inprocess_stage, stage_task
 
 VARIANTS: dict[str, dict] = {
@@ -50,6 +56,29 @@ VARIANTS: dict[str, dict] = {
 
 def variant_dir(variant: str, seed: int | None = None) -> str:
     return f"runs/ablations/{variant}" if seed is None else f"runs/ablations/{variant}/seed{seed}"
+
+
+SHARED_DATA = ("data/world", "data/prompts")  # the world's videos and prompts: the same for every seed
+
+
+def seed_project(root: str | Path, seed: int) -> Path:
+    """The project where a seed with a base of its own runs: runs/ablations/projects/seed<seed>/.
+
+    Its params.yaml is the main one with base_train.seed = seed and tracking.uri = the main
+    MLflow store (so `compare` sees every seed); the world's videos and prompts are links to the
+    main pipeline's. Its base, clips, latents, checkpoints and variant outputs are its own."""
+    root = Path(root).resolve()
+    project = root / "runs/ablations/projects" / f"seed{seed}"
+    for rel in SHARED_DATA:
+        link = project / rel
+        if not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(root / rel, target_is_directory=True)
+    main = load_params(root / "params.yaml")
+    params_file = project / "params.yaml"
+    params_file.write_text((root / "params.yaml").read_text())
+    write_overrides(params_file, {"base_train.seed": seed, "tracking.uri": tracking.tracking_uri(main, root)})
+    return project
 
 
 @flow(name="lamp-ablations")
@@ -83,6 +112,14 @@ def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None 
     for m in motions:
         for stage in ("extract", "cache"):
             stage_task(stage, m)(stage, m, root, parent, gpu_limit)
+    projects = {}  # seed -> the project of a seed with a base of its own
+    for seed in seeds or []:
+        if seed != base_params.base_train.seed and trains_base(base_params, root):
+            projects[seed] = str(seed_project(root, seed))
+            for stage, m in [("base", None)] + [(st, m) for m in motions for st in ("extract", "cache")]:
+                inprocess_stage.with_options(task_run_name=f"{stage}{'@' + m if m else ''} [seed{seed} project]")(
+                    stage, root=projects[seed], motion=m, variant=f"seed{seed}_project", parent_run_id=parent,
+                    gpu_limit=gpu_limit, tags={"ablation_run": parent or "", "seed": str(seed)})
 
     results, failed = {}, {}
     runs = [(v, s) for s in (seeds if seeds else [None]) for v in variants]
@@ -92,13 +129,14 @@ def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None 
             ov.update({"train.seed": seed, "sample.seeds": [seed]})
         run_dir = variant_dir(variant, seed)
         name = variant if seed is None else f"{variant}/seed{seed}"
-        vparams = load_params(Path(root) / "params.yaml", overrides=ov)
+        vroot = projects.get(seed, root)
+        vparams = load_params(Path(vroot) / "params.yaml", overrides=ov)
         seed_tag = str(vparams.train.seed)
         vrun = tracking.safely(tracking.start_run, vparams, root, f"variant {name}",
                                tags={"kind": "variant", "variant": variant, "seed": seed_tag}, parent_run_id=parent,
                                run_params={"overrides": ov, "run_dir": run_dir})
         tags = {"ablation_run": parent or "", "seed": seed_tag}
-        common = dict(root=root, run_dir=run_dir, overrides=ov, variant=variant, parent_run_id=vrun,
+        common = dict(root=vroot, run_dir=run_dir, overrides=ov, variant=variant, parent_run_id=vrun,
                       gpu_limit=gpu_limit, tags=tags)
         try:
             for m in motions:

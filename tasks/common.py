@@ -41,6 +41,14 @@ GENERATED_COLUMNS = ("prompt_index", "seed", "prompt", "mp4", "gif", "first_fram
 METRIC_KEYS = ("alignment", "consistency", "diversity", "motion_accuracy", "first_frame_fidelity")
 
 
+def trains_base(params: Params, root: Path | str) -> bool:
+    """Whether the base stage trains the base (the motion world's own, under models/world) rather than
+    checking real weights, which a seed cannot change."""
+    root = Path(root)
+    return params.data.source == "world" and \
+        (root / params.model.base).resolve().is_relative_to(Layout(root).world_models.resolve())
+
+
 class StageError(Exception):
     """Bad input a stage cannot work with; the message names the file/field and what to do."""
 

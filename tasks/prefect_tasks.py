@@ -110,7 +110,7 @@ def run_inprocess_stage(stage: str, root: str = ".", motion: str | None = None, 
     root_p = Path(root)
     params = load_params(root_p / params_file, overrides=overrides or {})
     module = importlib.import_module(f"tasks.{stage}")
-    kwargs = {"run_dir": run_dir}
+    kwargs = {"run_dir": run_dir} if run_dir else {}  # the data stages have no run_dir: they feed every run
     if motion is not None:
         kwargs["motion"] = motion
     started = time.monotonic()

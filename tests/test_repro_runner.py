@@ -6,6 +6,7 @@ with two jobs, must leave DVC with nothing to do and record each stage's torch t
 """
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from lamp.repro import cores, parse_dot, resolve_jobs, schedule, stage_threads, stale_stages
 from lamp_model.config import write_overrides
@@ -237,3 +239,40 @@ def test_spooled_stage_runs_reach_mlflow_and_a_failed_one_is_kept(tmp_path, monk
     assert list(runs["tags.mlflow.runName"]) == ["tune@rain"] and runs["metrics.final_loss"][0] == 0.25
     assert runs["params.dvc.deps_hash"][0] == "abc"
     assert (runs["end_time"][0] - runs["start_time"][0]).total_seconds() == pytest.approx(2.5, abs=0.01)
+
+
+def test_ablation_seeds_vary_the_base_in_a_project_of_their_own(project, monkeypatch):
+    """`flows.ablations --seeds 0 1` on the tiny world pipeline: seed 0 (params' base_train.seed) runs on
+    the main pipeline's base; seed 1 trains its own base in runs/ablations/projects/seed1 from the same
+    world videos (linked, not copied) and logs to the main MLflow store, so the comparison has both
+    seeds. The main pipeline's base is left as it was."""
+    from safetensors.torch import load_file
+
+    from flows.ablations import lamp_ablations
+    from lamp_model.config import load_params
+
+    root, env = project
+    assert _repro(root, env, "report").returncode == 0  # the main pipeline (built by the test above)
+    for key in ("PATH", "HF_HUB_OFFLINE", "DVC_NO_ANALYTICS", "MLFLOW_DISABLE_TELEMETRY"):
+        monkeypatch.setenv(key, env[key])
+    main_unet = root / "models/world/base/unet/diffusion_pytorch_model.safetensors"
+    before = main_unet.stat().st_mtime_ns
+    lamp_ablations(motions=MOTIONS, variants=["full"], root=str(root), seeds=[0, 1], gpu_limit=None)
+
+    seed1 = root / "runs/ablations/projects/seed1"
+    assert (seed1 / "data/world").is_symlink() and (seed1 / "data/world").resolve() == (root / "data/world").resolve()
+    params = load_params(seed1 / "params.yaml")
+    assert params.base_train.seed == 1 and params.tracking.uri == f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    assert not (root / "runs/ablations/projects/seed0").exists()
+    assert main_unet.stat().st_mtime_ns == before
+    a, b = load_file(main_unet), load_file(seed1 / "models/world/base/unet/diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and not all(torch.equal(a[k], b[k]) for k in a)  # another base
+    assert (seed1 / "runs/ablations/full/seed1/reports/metrics.json").is_file()
+    assert (root / "runs/ablations/full/seed0/reports/metrics.json").is_file()
+
+    runs = _runs(root)
+    full = runs[(runs["tags.stage"] == "metrics") & (runs["tags.variant"] == "full")]
+    assert sorted(full["tags.seed"]) == ["0", "1"]
+    with open(root / "reports/ablations/comparison.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["variant"] == "full" and float(row["n_seeds"]) == 2
