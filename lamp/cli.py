@@ -228,7 +228,8 @@ def edit(
     guidance: Annotated[Optional[float], typer.Option(help="CFG scale (default sample.guidance_scale).")] = None,
     invert_refine: Annotated[int, typer.Option(min=0, help="Fixed-point refinements per inversion step "
                                                            "(more exact inversion, slower).")] = 0,
-    controlnet_scale: Annotated[float, typer.Option(help="ControlNet conditioning scale.")] = 1.0,
+    controlnet_scale: Annotated[Optional[float], typer.Option(
+        min=0, help="ControlNet conditioning scale of the frame-0 edit (default edit.controlnet_scale).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first-frame edit.")] = 0,
     resize_policy: Annotated[Optional[str], typer.Option(
         help="crop | pad | resize to clips.height x clips.width (default clips.resize_policy).")] = None,
@@ -293,7 +294,8 @@ def edit(
         cn_pipe.set_progress_bar_config(desc="edit first frame", leave=False)
         edited0 = editing.edit_first_frame(cn_pipe, clip[0], prompt, seed=seed, steps=p.model.first_frame_steps,
                                            guidance=p.model.first_frame_guidance,
-                                           conditioning_scale=controlnet_scale, **canny)
+                                           conditioning_scale=p.edit.controlnet_scale if controlnet_scale is None
+                                           else controlnet_scale, **canny)
         del cn_pipe
 
     pipe = pipeline_from_components(comps, switches=p.lamp.model_dump()).to(device)

@@ -85,6 +85,12 @@ class ControlNetParams(_Section):
     seed: int = 0
 
 
+class EditParams(_Section):
+    """`lamp edit` (spec "Applications"): how the first frame is redrawn."""
+
+    controlnet_scale: float = Field(1.0, ge=0)  # ControlNet conditioning scale of the first-frame edit
+
+
 class LampParams(_Section):
     """Architecture switches (the paper's ablations 4 and 5 and two more), and one option."""
 
@@ -202,6 +208,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     base_train: BaseTrainParams = BaseTrainParams()
     controlnet: ControlNetParams = ControlNetParams()
+    edit: EditParams = EditParams()
     lamp: LampParams = LampParams()
     train: TrainParams = TrainParams()
     sample: SampleParams = SampleParams()

@@ -220,3 +220,38 @@ def edit_video(pipe: LampPipeline, video_frames: np.ndarray, prompt: str, edited
                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, adain=adain,
                histogram_matching=histogram_matching, latents=inverted, progress=progress)
     return out.frames[0]
+
+
+# An edit that moves frame 0's mean RGB colour (0..255) less than this kept the source's colours:
+# whether later frames follow it says nothing.
+MIN_COLOUR_CHANGE = 20.0
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance between the mean RGB colours (0..255) of two images."""
+    def mean(image):
+        return np.asarray(image).reshape(-1, 3).astype(float).mean(0)
+
+    return float(np.linalg.norm(mean(a) - mean(b)))
+
+
+def colour_follow(edited: np.ndarray, source_first_frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How an edited video's frames >= 1 sit between its own frame 0 and the source's frame 0.
+
+    Returns, per frame >= 1, the distance of its mean RGB colour (0..255) to the edited frame 0's
+    and to the source frame 0's. An edit whose look the model carries through the video has every
+    first distance below the second; one that falls back to the source's look does not.
+    """
+    to_edit = np.array([colour_distance(f, edited[0]) for f in edited[1:]])
+    to_source = np.array([colour_distance(f, source_first_frame) for f in edited[1:]])
+    return to_edit, to_source
+
+
+def motion_kept(edited: np.ndarray, source: np.ndarray) -> float:
+    """Mean frame-to-frame change of the edited video over the source's (1 = as much movement).
+
+    A regenerated video that freezes on its frame 0 scores near 0, whatever its colours."""
+    def change(v):
+        return float(np.abs(np.diff(np.asarray(v).astype(float), axis=0)).mean())
+
+    return change(edited) / max(change(source), 1e-9)
