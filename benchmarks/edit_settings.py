@@ -146,10 +146,12 @@ def guidance(root: Path, scales: list[float], tune_steps: int) -> dict:
 
     params, comps, editor, settings = load_editor(root)
     unet2d = comps.unet
+    untuned = None if tune_steps else pipeline_from_components(dataclasses.replace(comps, unet=copy.deepcopy(unet2d)))
     rows = []
     for j, (motion, video, prompt, caption) in enumerate(sources()):
-        pipe = pipeline_from_components(dataclasses.replace(comps, unet=copy.deepcopy(unet2d)))
+        pipe = untuned  # built once; tuning needs a fresh UNet per source
         if tune_steps:
+            pipe = pipeline_from_components(dataclasses.replace(comps, unet=copy.deepcopy(unet2d)))
             tune(pipe, comps, video, caption, params, tune_steps)
         edited0 = edit_first_frame(editor, video[0], prompt, seed=j, steps=STEPS, canny_low=settings.canny_low,
                                    canny_high=settings.canny_high, conditioning_scale=params.edit.controlnet_scale)
