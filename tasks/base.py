@@ -29,21 +29,16 @@ from lamp_model.loading import load_sd_components, resolve_dtype
 from lamp_model.metrics import ClipScorer, retrieval_accuracy, train_contrastive
 from lamp_model.small import build_sd
 from lamp_model.video import fit_frames, make_contact_sheet, read_video
-from tasks.common import Layout, StageError, model_source, read_captions, stage_main
+from tasks.common import Layout, StageError, names_world_base, model_source, read_captions, stage_main
 
 log = logging.getLogger("lamp")
 
 SAMPLES_PER_MOTION = 4  # sample sheet: 2 training captions + 2 held-out validation prompts per motion
 
 
-def _is_under(root: Path, name: str, folder: Path) -> bool:
-    return (Path(root) / name).resolve().is_relative_to(folder.resolve())
-
-
 def run(params: Params, root: Path, motion: str | None = None, run_dir: str = "") -> dict:
     layout = Layout(Path(root), run_dir)
-    out = layout.world_models
-    world_base = _is_under(layout.root, params.model.base, out)
+    world_base = names_world_base(params, layout.root)
     if params.data.source != "world":
         if world_base:
             raise StageError(f"params.yaml: model.base = {params.model.base} is the motion world's own base, "

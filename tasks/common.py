@@ -41,12 +41,16 @@ GENERATED_COLUMNS = ("prompt_index", "seed", "prompt", "mp4", "gif", "first_fram
 METRIC_KEYS = ("alignment", "consistency", "diversity", "motion_accuracy", "first_frame_fidelity")
 
 
-def trains_base(params: Params, root: Path | str) -> bool:
-    """Whether the base stage trains the base (the motion world's own, under models/world) rather than
-    checking real weights, which a seed cannot change."""
+def names_world_base(params: Params, root: Path | str) -> bool:
+    """Whether model.base is the motion world's own base (a folder under models/world)."""
     root = Path(root)
-    return params.data.source == "world" and \
-        (root / params.model.base).resolve().is_relative_to(Layout(root).world_models.resolve())
+    return (root / params.model.base).resolve().is_relative_to(Layout(root).world_models.resolve())
+
+
+def trains_base(params: Params, root: Path | str) -> bool:
+    """Whether the base stage trains the base (the motion world's own) rather than checking real
+    weights, which a seed cannot change."""
+    return params.data.source == "world" and names_world_base(params, root)
 
 
 class StageError(Exception):

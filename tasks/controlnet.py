@@ -18,8 +18,8 @@ import torch
 from lamp_model.config import Params
 from lamp_model.controlnet_training import ControlNetSettings, save_controlnet, train_controlnet
 from lamp_model.loading import load_sd_components, resolve_device
-from tasks.base import _is_under, _read_world_frames, _save_folder
-from tasks.common import Layout, StageError, stage_main
+from tasks.base import _read_world_frames, _save_folder
+from tasks.common import Layout, StageError, stage_main, trains_base
 
 log = logging.getLogger("lamp")
 
@@ -27,7 +27,7 @@ log = logging.getLogger("lamp")
 def run(params: Params, root: Path, motion: str | None = None, run_dir: str = "") -> dict:
     layout = Layout(Path(root), run_dir)
     out = layout.world_controlnet
-    if params.data.source != "world" or not _is_under(layout.root, params.model.base, layout.world_models):
+    if not trains_base(params, layout.root):
         def note(folder: Path) -> None:
             folder.mkdir(parents=True)
             (folder / "NOT_USED.txt").write_text(
