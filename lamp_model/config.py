@@ -78,10 +78,11 @@ class ControlNetParams(_Section):
 
     steps: int = Field(600, ge=1)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-3, gt=0, le=1)
+    lr: float = Field(1e-3, gt=0, le=1)
     caption_dropout: float = Field(0.5, ge=0, le=1)  # share of steps with an empty prompt (ControlNet paper: 0.5)
     canny_low: int = Field(100, ge=1)  # cv2.Canny hysteresis thresholds, the same in training and editing
     canny_high: int = Field(200, ge=1)
+    loss: Literal["x0", "eps"] = "x0"  # x0: the noise error weighted by 1/SNR (the clean latents' error)
     seed: int = 0
 
 
