@@ -27,6 +27,7 @@ their bars were fixed on 2026-12-07 before these sources were first scored toget
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -139,9 +140,7 @@ def measure(root: Path) -> dict:
     print(f"later frames: {follow['follow']} of {follow['counted']} follow, p = {follow['p']:.4f}", flush=True)
     return {"what": "lamp edit in the motion world on 16 test looks: edges kept, inversion, later frames",
             "split": "test", "controlnet_scale": params.edit.controlnet_scale,
-            "guidance": params.sample.guidance_scale, "controlnet": {"steps": settings.steps, "lr": settings.lr,
-                                                                     "timesteps": settings.timesteps,
-                                                                     "loss": settings.loss},
+            "guidance": params.sample.guidance_scale, "controlnet": dataclasses.asdict(settings),
             "settings": {"height": HEIGHT, "width": WIDTH, "frames": FRAMES, "ddim_steps": STEPS,
                          "look_seed": LOOK_SEED, "render_seed": RENDER_SEED},
             "edges": edges, "reconstruction": rebuilt, "later_frames": follow}

@@ -288,8 +288,9 @@ def test_edited_first_frame_keeps_the_source_edges_far_better_than_an_unconditio
     binomial p <= 0.05); and better on average. History: with the ControlNet trained on the plain
     noise-prediction loss (lr 3e-3, whose loss did not fall), scale 1 passed narrowly on a 2-core AMD
     EPYC (10 of 13, p = 0.046) and failed on a 2-core Intel Xeon (9 of 13, p = 0.133; at scale 3 11 of
-    16, p = 0.105). The ControlNet's training loss and the edit's scale were then chosen on validation
-    looks (benchmarks/edit_settings.py; params.yaml `controlnet`, `edit`).
+    16, p = 0.105). The ControlNet's training loss (x0) and the edit's scale were then chosen on
+    validation looks (benchmarks/edit_settings.py; params.yaml `controlnet`, `edit`); with them, on the
+    Xeon: 0.286 vs 0.177, 12 of 15, p = 0.018 (trained at 1 torch thread: 14 of 16, p = 0.002).
     """
     from benchmarks import world_editing as we
 
@@ -346,7 +347,9 @@ def test_the_rest_of_the_edited_video_follows_the_edited_first_frame_without_pos
     known then: the earlier form (4 sources, every one must follow) failed once per machine on them
     (helicopter's frames 6-7 on a 2-core AMD EPYC, rain on a 2-core Intel Xeon, where the regenerated
     rain left both looks); on validation looks (benchmarks/edit_settings.py guidance) 14 of 14 edits
-    follow at guidance 7.5.
+    follow at guidance 7.5. With the x0 ControlNet (2-core Intel Xeon): 13 of 15, p = 0.004; with the
+    same ControlNet trained at 1 torch thread 11 of 15, p = 0.059 (fails: 4 edits regenerate in the
+    source's colours from frame 1 on).
     """
     from benchmarks import world_editing as we
 
