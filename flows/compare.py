@@ -80,13 +80,19 @@ def baseline_table(root: str | Path) -> pd.DataFrame:
     return table
 
 
-def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+def comparison_table(runs: pd.DataFrame, seeds: list[int] | None = None) -> pd.DataFrame:
     """variant x metric, the mean over seeds (the latest run of each variant and seed): n_seeds, the
-    overall columns, their <metric>_std over seeds (population std; 0 for one seed), then <motion>/<metric>."""
+    overall columns, their <metric>_std over seeds (population std; 0 for one seed), then <motion>/<metric>.
+
+    `seeds`: only these seeds (e.g. the ones every variant has finished while another seed still runs)."""
     if runs.empty:
         return pd.DataFrame()
     runs = runs.copy()
     runs["seed"] = runs["tags.seed"].fillna("") if "tags.seed" in runs.columns else ""
+    if seeds is not None:
+        runs = runs[runs["seed"].isin([str(s) for s in seeds])]
+        if runs.empty:
+            return pd.DataFrame()
     runs = runs.drop_duplicates(subset=["tags.variant", "seed"], keep="first")
     cols = [c for c in runs.columns if c.startswith("metrics.") and c.removeprefix("metrics.") not in SKIP]
     per_seed = runs.set_index("tags.variant")[cols]
@@ -181,19 +187,20 @@ def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
 
 
 def build_comparison(root: str | Path = ".", ablation_run_id: str | None = None,
-                     out_dir: str | Path | None = None) -> pd.DataFrame:
+                     out_dir: str | Path | None = None, seeds: list[int] | None = None) -> pd.DataFrame:
     root = Path(root).resolve()
-    table = comparison_table(search_metric_runs(root, ablation_run_id))
+    table = comparison_table(search_metric_runs(root, ablation_run_id), seeds)
     if table.empty:
         raise RuntimeError("no finished ablation `metrics` runs in MLflow"
-                           + (f" for ablation run {ablation_run_id}" if ablation_run_id else ""))
+                           + (f" for ablation run {ablation_run_id}" if ablation_run_id else "")
+                           + (f" for seeds {seeds}" if seeds is not None else ""))
     write_outputs(table, Path(out_dir) if out_dir else root / "reports/ablations")
     return table
 
 
 @flow(name="lamp-compare")
-def compare(root: str = ".", ablation_run_id: str | None = None) -> str:
-    table = build_comparison(root, ablation_run_id)
+def compare(root: str = ".", ablation_run_id: str | None = None, seeds: list[int] | None = None) -> str:
+    table = build_comparison(root, ablation_run_id, seeds=seeds)
     return table.to_csv()
 
 
@@ -201,8 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Ablation comparison from MLflow -> reports/ablations/.")
     ap.add_argument("--root", default=".")
     ap.add_argument("--ablation-run-id", default=None, help="only the variants of this lamp-ablations run")
+    ap.add_argument("--seeds", nargs="*", type=int, default=None, help="only these seeds (default: every seed)")
     a = ap.parse_args(argv)
-    print(build_comparison(a.root, a.ablation_run_id).round(2).to_string())
+    print(build_comparison(a.root, a.ablation_run_id, seeds=a.seeds).round(2).to_string())
 
 
 if __name__ == "__main__":

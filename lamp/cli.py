@@ -538,6 +538,7 @@ def _videos_to_score(folder: Path, prompt: str | None, motion: str, make) -> lis
 # =========================================================================================
 @app.command(epilog="Examples:\n\n  lamp compare --root .          (after `python -m flows.ablations`)\n\n"
                     "  lamp compare --ablation-run-id 0bd92c54...   (the variants of one ablation run)\n\n"
+                    "  lamp compare --seed 0 --seed 1   (only these seeds, e.g. while another still runs)\n\n"
                     "  lamp compare --baselines       (after `make baselines`: LAMP beside Tune-A-Video, "
                     "Text2Video-Zero, AnimateDiff)")
 @command
@@ -549,6 +550,8 @@ def compare(
                                             "`baselines` stage run, `make baselines`).")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default "
                                                                     "ROOT/reports/ablations).")] = None,
+    seed: Annotated[Optional[list[int]], typer.Option("--seed", help="Only this seed (repeat for several; "
+                                                                     "default: every seed).")] = None,
     root: RootOpt = Path("."), params: ParamsOpt = None, set_: SetOpt = None, debug: DebugOpt = False,
 ):
     """Ablation table from MLflow: one row per variant of the ablation flow, one column per metric
@@ -578,7 +581,7 @@ def compare(
         return
     out_dir = out or Path(root) / "reports/ablations"
     try:
-        table = build_comparison(root, ablation_run_id, out_dir)
+        table = build_comparison(root, ablation_run_id, out_dir, seeds=seed or None)
     except RuntimeError as e:  # no finished ablation runs
         raise CliError(f"{e}; run the ablations first: python -m flows.ablations") from None
     overall = [c for c in table.columns if "/" not in c and not c.endswith("_std")]

@@ -482,6 +482,13 @@ def test_compare_without_ablation_runs(ablations):
     assert_one_line_error(ablations["before"], "ablations")
 
 
+def test_compare_for_seeds_without_runs(flow_project, ablations, tmp_path):
+    """--seed keeps only those seeds: none finished for seed 7, so a one-line error naming it, no files."""
+    result = invoke("compare", "--root", flow_project, "--seed", "7", "--out", tmp_path / "cmp")
+    assert_one_line_error(result, "for seeds [7]", "run the ablations first")
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_compare_table_from_mlflow_runs(flow_project, ablations):
     """`lamp compare` after the ablation flow: comparison.{csv,md,png} under reports/ablations, one row per
     variant, every value the one logged in MLflow by that variant's metrics run."""

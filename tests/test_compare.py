@@ -28,6 +28,16 @@ def test_mean_and_spread_over_seeds_from_the_latest_run_of_each_seed(tmp_path):
     assert "full 2, no_tsm 1" in md
 
 
+def test_a_seed_filter_leaves_out_the_other_seeds():
+    """While seed 2 still runs, the table over the seeds every variant has finished."""
+    runs = _runs([("full", "2", 0.9), ("full", "1", 0.6), ("full", "0", 0.4), ("no_tsm", "0", 0.3),
+                  ("no_tsm", "1", 0.1)])
+    table = comparison_table(runs, seeds=[0, 1])
+    assert table.loc["full", "n_seeds"] == 2 and table.loc["full", "motion_accuracy"] == pytest.approx(0.5)
+    assert table.loc["no_tsm", "motion_accuracy"] == pytest.approx(0.2)
+    assert comparison_table(runs, seeds=[5]).empty
+
+
 def test_runs_without_a_seed_tag_count_as_one_seed():
     runs = _runs([("full", None, 0.6), ("full", None, 0.2)]).drop(columns=["tags.seed"])
     table = comparison_table(runs)
