@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lamp_model import world
 from lamp_model.editing import (MIN_COLOUR_CHANGE, canny_edges, colour_distance, colour_follow, ddim_invert, edge_f1,
                                 edit_first_frame, edit_video, video_latents)
 
