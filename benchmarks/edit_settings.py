@@ -125,20 +125,21 @@ def settings_record(**extra) -> dict:
             "render_seed": RENDER_SEED, **extra}
 
 
-def edge_rows(editor, settings, scales: list[float], plain: list[np.ndarray] | None = None) -> list[dict]:
+def edge_rows(editor, settings, scales: list[float], unconditioned_f1: list[float] | None = None) -> list[dict]:
     """Per source: edge F1 of frame 0 edited at each ControlNet scale (0 = the unconditioned sample, the
-    same prompt and seed without the ControlNet; pass `plain` to reuse those) and its mean colour change."""
+    same prompt and seed without the ControlNet, whatever the ControlNet: pass `unconditioned_f1`, its F1
+    per source from an earlier call, to skip redrawing it) and its mean colour change."""
     canny = {"canny_low": settings.canny_low, "canny_high": settings.canny_high}
     rows = []
     for j, (motion, video, prompt, _) in enumerate(sources()):
         ref = canny_edges(video[0], settings.canny_low, settings.canny_high)
         row = {"motion": motion, "prompt": prompt, "f1": {}, "colour_change": {}}
-        for c in ([] if plain else [0.0]) + scales:
+        for c in ([] if unconditioned_f1 else [0.0]) + scales:
             edit = edit_first_frame(editor, video[0], prompt, seed=j, steps=STEPS, conditioning_scale=c, **canny)
             row["f1"][str(c)] = round(edge_f1(canny_edges(edit, settings.canny_low, settings.canny_high), ref), 3)
             row["colour_change"][str(c)] = round(colour_distance(edit, video[0]), 1)
-        if plain:
-            row["f1"]["0.0"] = round(edge_f1(canny_edges(plain[j], settings.canny_low, settings.canny_high), ref), 3)
+        if unconditioned_f1:
+            row["f1"]["0.0"] = unconditioned_f1[j]
         rows.append(row)
         print(motion, " ".join(f"c{c}:{f}" for c, f in row["f1"].items()), flush=True)
     return rows
@@ -179,18 +180,15 @@ def controlnet_training(root: Path, recipes: list[tuple[str, float]], seeds: lis
     scale = params.edit.controlnet_scale
     images, captions, _ = _read_world_frames(params, Layout(root))
     comps = load_sd_components(str(root / params.model.base))
-    plain, results = None, []
+    unconditioned, results = None, []
     for loss, lr in recipes:
         for seed in seeds:
             settings = ControlNetSettings(**{**params.controlnet.model_dump(), "loss": loss, "lr": lr, "seed": seed})
             net, losses = train_controlnet(comps, images, captions, settings, progress=False)
             editor = small_controlnet_pipeline(comps, net)
             editor.set_progress_bar_config(disable=True)
-            if plain is None:  # scale 0: the base model alone, the same for every ControlNet
-                canny = {"canny_low": settings.canny_low, "canny_high": settings.canny_high}
-                plain = [edit_first_frame(editor, video[0], prompt, seed=j, steps=STEPS, conditioning_scale=0.0,
-                                          **canny) for j, (_, video, prompt, _) in enumerate(sources())]
-            rows = edge_rows(editor, settings, [scale], plain=plain)
+            rows = edge_rows(editor, settings, [scale], unconditioned)
+            unconditioned = unconditioned or [r["f1"]["0.0"] for r in rows]  # scale 0: the base alone
             n = max(1, len(losses) // 10)
             results.append({"loss": loss, "lr": lr, "seed": seed, **against_unconditioned(rows, scale),
                             "train_loss_first": round(float(np.mean(losses[:n])), 4),
