@@ -1,4 +1,4 @@
-"""`compare`: the ablation comparison, built from MLflow (never from files on disk).
+"""`compare`: the ablation comparison, built from MLflow runs (or their per-seed record, below).
 
 Takes the latest finished `metrics` stage run of each ablation variant and seed (tags.stage =
 metrics, tags.variant != main; optionally only those of one `lamp-ablations` run) via
@@ -7,8 +7,14 @@ mlflow.search_runs, averages over the seeds, and writes, in reports/ablations/:
                    <metric>_std), then <motion>/<metric> columns (mean)
   comparison.md    Markdown tables: overall (mean ± std over seeds), and one per motion
   comparison.png   bar plots, one panel per metric (overall + per motion)
+  per_seed.csv     the rows averaged: one per variant and seed, with its MLflow run id and start time
 
-    python -m flows.compare [--ablation-run-id ID]
+per_seed.csv keeps the table's inputs beyond the MLflow store they came from: `--per-seed` builds the
+table from such files instead (several: e.g. seeds run on different machines; the latest run of a
+variant and seed wins).
+
+    python -m flows.compare [--ablation-run-id ID] [--seeds 0 1]
+    python -m flows.compare --per-seed reports/ablations/per_seed.csv other/per_seed.csv
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from lamp_model.config import load_params
 from lamp_model.io import atomic_write
 from tasks import tracking
 
+PER_SEED_FILE = "per_seed.csv"
 MAIN_METRICS = ("alignment", "consistency", "diversity", "motion_accuracy", "first_frame_fidelity")
 SKIP = {"duration_s"}
 
@@ -80,9 +87,10 @@ def baseline_table(root: str | Path) -> pd.DataFrame:
     return table
 
 
-def comparison_table(runs: pd.DataFrame, seeds: list[int] | None = None) -> pd.DataFrame:
-    """variant x metric, the mean over seeds (the latest run of each variant and seed): n_seeds, the
-    overall columns, their <metric>_std over seeds (population std; 0 for one seed), then <motion>/<metric>.
+def per_seed_table(runs: pd.DataFrame, seeds: list[int] | None = None) -> pd.DataFrame:
+    """(variant, seed) x metric: the latest finished run of each variant and seed, with its MLflow
+    run id and start time. The table's inputs as a file of their own (per_seed.csv), so the mean and
+    spread can be checked, and read again, without the MLflow store they came from.
 
     `seeds`: only these seeds (e.g. the ones every variant has finished while another seed still runs)."""
     if runs.empty:
@@ -95,9 +103,29 @@ def comparison_table(runs: pd.DataFrame, seeds: list[int] | None = None) -> pd.D
             return pd.DataFrame()
     runs = runs.drop_duplicates(subset=["tags.variant", "seed"], keep="first")
     cols = [c for c in runs.columns if c.startswith("metrics.") and c.removeprefix("metrics.") not in SKIP]
-    per_seed = runs.set_index("tags.variant")[cols]
-    per_seed.columns = [c.removeprefix("metrics.") for c in cols]
-    per_seed = per_seed.dropna(axis=1, how="all")
+    table = runs[cols].rename(columns=lambda c: c.removeprefix("metrics."))
+    table.insert(0, "start_time", runs["start_time"].astype(str) if "start_time" in runs.columns else "")
+    table.insert(0, "run_id", runs["run_id"] if "run_id" in runs.columns else "")
+    table.index = pd.MultiIndex.from_arrays([runs["tags.variant"], runs["seed"]], names=["variant", "seed"])
+    order = {v: i for i, v in enumerate(variant_order())}
+    keys = sorted(table.index, key=lambda k: (order.get(k[0], len(order)), k[0], str(k[1])))
+    return table.loc[keys].dropna(axis=1, how="all")
+
+
+def comparison_table(runs: pd.DataFrame, seeds: list[int] | None = None) -> pd.DataFrame:
+    """variant x metric, the mean over seeds (the latest run of each variant and seed): n_seeds, the
+    overall columns, their <metric>_std over seeds (population std; 0 for one seed), then <motion>/<metric>.
+
+    `seeds`: only these seeds."""
+    return aggregate_seeds(per_seed_table(runs, seeds))
+
+
+def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """per_seed_table's rows -> one row per variant (mean, population std over its seeds)."""
+    if per_seed.empty:
+        return pd.DataFrame()
+    per_seed = per_seed.drop(columns=[c for c in ("run_id", "start_time") if c in per_seed.columns])
+    per_seed = per_seed.droplevel("seed")
     grouped = per_seed.groupby(level=0, sort=False)
     table = grouped.mean()
     std = grouped.std(ddof=0)
@@ -135,7 +163,7 @@ def _md_table(df: pd.DataFrame, std: pd.DataFrame | None = None) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+def write_outputs(table: pd.DataFrame, out_dir: Path, per_seed: pd.DataFrame | None = None) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,12 +173,18 @@ def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     csv_path, md_path, png_path = out_dir / "comparison.csv", out_dir / "comparison.md", out_dir / "comparison.png"
     with atomic_write(csv_path) as tmp:
         table.to_csv(tmp, float_format="%.4f")
+    written = {"csv": csv_path, "md": md_path, "png": png_path}
+    if per_seed is not None:
+        written["per_seed"] = out_dir / PER_SEED_FILE
+        with atomic_write(written["per_seed"]) as tmp:
+            per_seed.to_csv(tmp, float_format="%.6f")
 
     overall = [c for c in table.columns if "/" not in c and not c.endswith("_std") and c != "n_seeds"]
     motions = sorted({c.split("/")[0] for c in table.columns if "/" in c})
     seeds = table["n_seeds"] if "n_seeds" in table.columns else pd.Series(1, index=table.index)
     std = table[[f"{c}_std" for c in overall]] if all(f"{c}_std" in table.columns for c in overall) else None
-    parts = ["# Ablations", "", "Values from MLflow (latest `metrics` run of each variant and seed; mean ± std "
+    parts = ["# Ablations", "", "Values: the latest `metrics` run of each variant and seed (listed in "
+             f"[{PER_SEED_FILE}]({PER_SEED_FILE}) with their MLflow run ids); mean ± std "
              f"over seeds: {', '.join(f'{v} {int(n)}' for v, n in seeds.items())}; CLIP metrics x100, "
              "diversity: lower = more diverse; motion accuracy counts `none` as wrong; first-frame fidelity "
              "is empty where no first frame was given).", "", "## Overall", "", _md_table(table[overall], std)]
@@ -183,18 +217,51 @@ def write_outputs(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
             fig.savefig(tmp, dpi=80)
     finally:
         plt.close(fig)
-    return {"csv": csv_path, "md": md_path, "png": png_path}
+    return written
+
+
+def read_per_seed(files: list[str | Path]) -> pd.DataFrame:
+    """per_seed.csv files (e.g. one from each machine that ran some seeds) -> one per_seed_table; a
+    (variant, seed) found in several keeps its latest run."""
+    frames = []
+    for f in files:
+        try:
+            frame = pd.read_csv(f, dtype={"seed": str, "run_id": str}, keep_default_na=True)
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise RuntimeError(f"{f}: not a readable {PER_SEED_FILE} ({e}); write one with `python -m flows.compare`")
+        missing = {"variant", "seed", "start_time"} - set(frame.columns)
+        if missing:
+            raise RuntimeError(f"{f}: columns {sorted(missing)} missing; it is not a {PER_SEED_FILE} written by "
+                               "`python -m flows.compare`")
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True)
+    rows["seed"] = rows["seed"].fillna("")
+    rows = rows.sort_values("start_time", ascending=False, kind="stable")
+    rows = rows.drop_duplicates(subset=["variant", "seed"], keep="first")
+    order = {v: i for i, v in enumerate(variant_order())}
+    rows = rows.assign(_rank=rows["variant"].map(lambda v: order.get(v, len(order))))
+    rows = rows.sort_values(["_rank", "variant", "seed"], kind="stable").drop(columns="_rank")
+    return rows.set_index(["variant", "seed"])
 
 
 def build_comparison(root: str | Path = ".", ablation_run_id: str | None = None,
-                     out_dir: str | Path | None = None, seeds: list[int] | None = None) -> pd.DataFrame:
+                     out_dir: str | Path | None = None, seeds: list[int] | None = None,
+                     per_seed_files: list[str | Path] | None = None) -> pd.DataFrame:
+    """The table from MLflow, or (per_seed_files) from per_seed.csv files written earlier."""
     root = Path(root).resolve()
-    table = comparison_table(search_metric_runs(root, ablation_run_id), seeds)
+    if per_seed_files:
+        per_seed = read_per_seed(per_seed_files)
+        if seeds is not None:
+            per_seed = per_seed[per_seed.index.get_level_values("seed").isin([str(s) for s in seeds])]
+    else:
+        per_seed = per_seed_table(search_metric_runs(root, ablation_run_id), seeds)
+    table = aggregate_seeds(per_seed)
     if table.empty:
-        raise RuntimeError("no finished ablation `metrics` runs in MLflow"
+        raise RuntimeError("no finished ablation `metrics` runs in "
+                           + (", ".join(map(str, per_seed_files)) if per_seed_files else "MLflow")
                            + (f" for ablation run {ablation_run_id}" if ablation_run_id else "")
                            + (f" for seeds {seeds}" if seeds is not None else ""))
-    write_outputs(table, Path(out_dir) if out_dir else root / "reports/ablations")
+    write_outputs(table, Path(out_dir) if out_dir else root / "reports/ablations", per_seed)
     return table
 
 
@@ -209,8 +276,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", default=".")
     ap.add_argument("--ablation-run-id", default=None, help="only the variants of this lamp-ablations run")
     ap.add_argument("--seeds", nargs="*", type=int, default=None, help="only these seeds (default: every seed)")
+    ap.add_argument("--per-seed", nargs="+", default=None, metavar="CSV",
+                    help=f"build the table from {PER_SEED_FILE} files written earlier (e.g. one per machine) "
+                         "instead of MLflow")
     a = ap.parse_args(argv)
-    print(build_comparison(a.root, a.ablation_run_id, seeds=a.seeds).round(2).to_string())
+    try:
+        table = build_comparison(a.root, a.ablation_run_id, seeds=a.seeds, per_seed_files=a.per_seed)
+    except RuntimeError as e:
+        raise SystemExit(f"compare: {e}")
+    print(table.round(2).to_string())
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 import pandas as pd
 import pytest
 
-from flows.compare import comparison_table, write_outputs
+from flows.compare import (aggregate_seeds, build_comparison, comparison_table, per_seed_table, read_per_seed,
+                           write_outputs)
 
 
-def _runs(rows):
+def _runs(rows, day: int = 7):
     """A frame shaped like mlflow.search_runs (newest first)."""
-    return pd.DataFrame([{"tags.variant": v, "tags.seed": s, "metrics.motion_accuracy": acc,
+    return pd.DataFrame([{"run_id": f"r{day}{k}", "start_time": pd.Timestamp(2026, 12, day, 23 - k, tz="UTC"),
+                          "tags.variant": v, "tags.seed": s, "metrics.motion_accuracy": acc,
                           "metrics.alignment": 50.0, "metrics.rain/motion_accuracy": acc,
-                          "metrics.duration_s": 9.0} for v, s, acc in rows])
+                          "metrics.duration_s": 9.0} for k, (v, s, acc) in enumerate(rows)])
 
 
 def test_mean_and_spread_over_seeds_from_the_latest_run_of_each_seed(tmp_path):
@@ -42,3 +44,35 @@ def test_runs_without_a_seed_tag_count_as_one_seed():
     runs = _runs([("full", None, 0.6), ("full", None, 0.2)]).drop(columns=["tags.seed"])
     table = comparison_table(runs)
     assert table.loc["full", "n_seeds"] == 1 and table.loc["full", "motion_accuracy"] == pytest.approx(0.6)
+
+
+def test_the_per_seed_record_rebuilds_the_same_table_without_mlflow(tmp_path):
+    """per_seed.csv holds the rows the table averages; read back, it gives the same table."""
+    runs = _runs([("full", "1", 0.6), ("full", "0", 0.4), ("full", "0", 0.1), ("no_tsm", "0", 0.3)])
+    per_seed = per_seed_table(runs)
+    assert list(per_seed.index) == [("full", "0"), ("full", "1"), ("no_tsm", "0")]
+    assert per_seed.loc[("full", "0"), "run_id"] == "r71"  # the latest of seed 0's two runs
+    table = comparison_table(runs)
+    written = write_outputs(table, tmp_path, per_seed)
+    again = build_comparison(tmp_path, out_dir=tmp_path / "again", per_seed_files=[written["per_seed"]])
+    pd.testing.assert_frame_equal(again, table, check_dtype=False)
+    assert (tmp_path / "again/per_seed.csv").is_file()
+
+
+def test_per_seed_files_from_two_machines_combine_and_the_latest_run_wins(tmp_path):
+    first = per_seed_table(_runs([("full", "0", 0.4), ("full", "1", 0.9)], day=6))
+    second = per_seed_table(_runs([("full", "1", 0.6), ("full", "2", 0.5)], day=7))  # seed 1 rerun later
+    write_outputs(aggregate_seeds(first), tmp_path / "a", first)
+    write_outputs(aggregate_seeds(second), tmp_path / "b", second)
+    rows = read_per_seed([tmp_path / "a/per_seed.csv", tmp_path / "b/per_seed.csv"])
+    assert list(rows.index) == [("full", "0"), ("full", "1"), ("full", "2")]
+    assert rows.loc[("full", "1"), "motion_accuracy"] == pytest.approx(0.6)
+    table = aggregate_seeds(rows)
+    assert table.loc["full", "n_seeds"] == 3 and table.loc["full", "motion_accuracy"] == pytest.approx(0.5)
+
+
+def test_a_file_that_is_not_a_per_seed_record_is_refused_in_one_line(tmp_path):
+    bad = tmp_path / "comparison.csv"
+    bad.write_text("variant,motion_accuracy\nfull,0.5\n")
+    with pytest.raises(RuntimeError, match=r"comparison.csv: columns \['seed', 'start_time'\] missing"):
+        read_per_seed([bad])
