@@ -276,3 +276,33 @@ def test_ablation_seeds_vary_the_base_in_a_project_of_their_own(project, monkeyp
     with open(root / "reports/ablations/comparison.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["variant"] == "full" and float(row["n_seeds"]) == 2
+
+
+def test_a_stage_whose_paths_another_dvc_process_holds_waits_for_them(tmp_path, monkeypatch):
+    """While `dvc repro` runs a stage, DVC locks its outputs: a second process checking a stage that
+    reads them fails at once with "is busy". run_dvc_stage waits for them and then runs the stage
+    (two ablation flows of one project, or a flow started beside `dvc repro`)."""
+    from tasks.dvc_stage import BUSY, StageFailed, run_dvc_stage
+
+    monkeypatch.delenv("LAMP_MLFLOW_PARENT_RUN_ID", raising=False)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  slow:\n    cmd: touch started && sleep 8 && echo made > a.txt\n    outs: [a.txt]\n"
+        "  use:\n    cmd: cp a.txt b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n")
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    slow = subprocess.Popen([str(BIN / "dvc"), "repro", "-s", "slow"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "started").exists():
+            assert slow.poll() is None and time.monotonic() < deadline, slow.stdout.read()
+            time.sleep(0.2)
+        with pytest.raises(StageFailed, match=BUSY):  # without waiting: DVC's own error
+            run_dvc_stage("use", root=str(tmp_path), busy_wait_s=0)
+        result = run_dvc_stage("use", root=str(tmp_path))
+        assert slow.wait(timeout=120) == 0
+    finally:
+        slow.kill()
+    assert result["ran"] and (tmp_path / "b.txt").read_text() == "made\n"
