@@ -19,6 +19,9 @@ clips in a project of its own, runs/ablations/projects/seed<s>/ (`seed_project`:
 videos and prompts linked, params.yaml = the main one with base_train.seed = s, MLflow
 writing to the main store), and runs its variants there (~6 min more per seed on 2 CPU cores).
 
+`untuned` samples the inflated base with LAMP's new layers at their identity init (no tuning;
+the same first frames, shared noise and post-processing): the level a tuned motion has to beat.
+
 "No first-frame conditioning" is the spec's ablation in full: tuned without a clean
 frame 0 AND sampled without a first frame (tasks/generate.py); its first-frame
 fidelity is not reported.
@@ -43,6 +46,7 @@ from tasks.prefect_tasks import GPU_LIMIT, ensure_gpu_limit, inprocess_stage, st
 
 VARIANTS: dict[str, dict] = {
     "full": {},
+    "untuned": {},  # not tuned at all (UNTUNED): the reference a motion has to beat
     "first_frame_base": {"model.first_frame": "base"},
     "no_ff_conditioning": {"train.first_frame_conditioning": False},
     "no_shared_noise": {"sample.alpha": 0.0},
@@ -52,6 +56,8 @@ VARIANTS: dict[str, dict] = {
     "no_adain": {"sample.adain": False},  # the two halves of post-processing, one at a time
     "no_histogram_matching": {"sample.histogram_matching": False},
 }
+
+UNTUNED = {"untuned"}  # variants sampled from the inflated base (LAMP's new layers at their identity init)
 
 
 def variant_dir(variant: str, seed: int | None = None) -> str:
@@ -138,11 +144,13 @@ def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None 
         tags = {"ablation_run": parent or "", "seed": seed_tag}
         common = dict(root=vroot, run_dir=run_dir, overrides=ov, variant=variant, parent_run_id=vrun,
                       gpu_limit=gpu_limit, tags=tags)
+        untuned = variant in UNTUNED
         try:
             for m in motions:
-                for stage in ("tune", "generate"):  # tune: a no-op when its checkpoint is finished
-                    inprocess_stage.with_options(task_run_name=f"{stage}@{m} [{name}]")(stage, motion=m,
-                                                                                         **common)
+                # tune: a no-op when its checkpoint is finished
+                for stage in ("generate",) if untuned else ("tune", "generate"):
+                    inprocess_stage.with_options(task_run_name=f"{stage}@{m} [{name}]")(
+                        stage, motion=m, stage_kwargs={"untuned": True} if untuned else None, **common)
             res = inprocess_stage.with_options(task_run_name=f"metrics [{name}]")("metrics", **common)
             results[name] = res["metrics"]
             tracking.safely(tracking.end_run, vparams, root, vrun, "FINISHED", metrics=res["metrics"])

@@ -539,6 +539,8 @@ def _videos_to_score(folder: Path, prompt: str | None, motion: str, make) -> lis
 @app.command(epilog="Examples:\n\n  lamp compare --root .          (after `python -m flows.ablations`)\n\n"
                     "  lamp compare --ablation-run-id 0bd92c54...   (the variants of one ablation run)\n\n"
                     "  lamp compare --seed 0 --seed 1   (only these seeds, e.g. while another still runs)\n\n"
+                    "  lamp compare --per-seed a/per_seed.csv --per-seed b/per_seed.csv   (seeds run on two "
+                    "machines, without their MLflow stores)\n\n"
                     "  lamp compare --baselines       (after `make baselines`: LAMP beside Tune-A-Video, "
                     "Text2Video-Zero, AnimateDiff)")
 @command
@@ -552,6 +554,9 @@ def compare(
                                                                     "ROOT/reports/ablations).")] = None,
     seed: Annotated[Optional[list[int]], typer.Option("--seed", help="Only this seed (repeat for several; "
                                                                      "default: every seed).")] = None,
+    per_seed: Annotated[Optional[list[Path]], typer.Option("--per-seed", help="Build the table from these "
+                        "per_seed.csv files (written beside every comparison) instead of MLflow; repeat for "
+                        "several.")] = None,
     root: RootOpt = Path("."), params: ParamsOpt = None, set_: SetOpt = None, debug: DebugOpt = False,
 ):
     """Ablation table from MLflow: one row per variant of the ablation flow, one column per metric
@@ -560,8 +565,8 @@ def compare(
     Reads the latest finished `metrics` run of each variant and seed from the MLflow store named in
     ROOT/params.yaml (tracking.uri, tracking.experiment), averages over seeds, and writes
     OUT/comparison.csv (n_seeds, overall means and their <metric>_std, <motion>/<metric> columns),
-    OUT/comparison.md (overall mean ± std and per-motion tables) and OUT/comparison.png (bar
-    plots); prints the overall means. --params/--set are refused: the
+    OUT/comparison.md (overall mean ± std and per-motion tables), OUT/comparison.png (bar
+    plots) and OUT/per_seed.csv (the rows averaged, with their run ids); prints the overall means. --params/--set are refused: the
     store is the one ROOT/params.yaml names.
     """
     if set_ or _other_params_file(root, params):
@@ -581,12 +586,13 @@ def compare(
         return
     out_dir = out or Path(root) / "reports/ablations"
     try:
-        table = build_comparison(root, ablation_run_id, out_dir, seeds=seed or None)
-    except RuntimeError as e:  # no finished ablation runs
-        raise CliError(f"{e}; run the ablations first: python -m flows.ablations") from None
+        table = build_comparison(root, ablation_run_id, out_dir, seeds=seed or None, per_seed_files=per_seed or None)
+    except RuntimeError as e:  # no finished ablation runs, or a file that is not a per-seed record
+        raise CliError(f"{e}" if per_seed else f"{e}; run the ablations first: python -m flows.ablations") from None
     overall = [c for c in table.columns if "/" not in c and not c.endswith("_std")]
     typer.echo(table[overall].round(2).to_string())
-    _wrote(*sorted(p for p in Path(out_dir).glob("comparison.*") if p.is_file()))
+    _wrote(*sorted(p for p in Path(out_dir).glob("*") if p.is_file() and (p.stem == "comparison"
+                                                                          or p.name == "per_seed.csv")))
 
 
 @app.command(epilog="Examples:\n\n  lamp pipeline rain helicopter           (or all motions of params.yaml)\n\n"

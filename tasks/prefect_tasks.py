@@ -105,14 +105,16 @@ def paths_hash(root: Path, paths: list[str]) -> str:
 def run_inprocess_stage(stage: str, root: str = ".", motion: str | None = None, run_dir: str = "",
                         overrides: dict | None = None, variant: str | None = None,
                         parent_run_id: str | None = None, params_file: str = "params.yaml",
-                        tags: dict | None = None) -> dict:
-    """tasks.<stage>.run(...) with params.yaml + overrides, logged as an MLflow stage run."""
+                        tags: dict | None = None, stage_kwargs: dict | None = None) -> dict:
+    """tasks.<stage>.run(...) with params.yaml + overrides, logged as an MLflow stage run.
+    `stage_kwargs`: extra arguments of that run() that are not settings (e.g. generate's untuned)."""
     root_p = Path(root)
     params = load_params(root_p / params_file, overrides=overrides or {})
     module = importlib.import_module(f"tasks.{stage}")
     kwargs = {"run_dir": run_dir} if run_dir else {}  # the data stages have no run_dir: they feed every run
     if motion is not None:
         kwargs["motion"] = motion
+    kwargs.update(stage_kwargs or {})
     started = time.monotonic()
     try:
         result = module.run(params, root_p, **kwargs)
@@ -132,9 +134,11 @@ def run_inprocess_stage(stage: str, root: str = ".", motion: str | None = None, 
 @task(name="stage", cache_policy=NO_CACHE)
 def inprocess_stage(stage: str, root: str = ".", motion: str | None = None, run_dir: str = "",
                     overrides: dict | None = None, variant: str | None = None, parent_run_id: str | None = None,
-                    gpu_limit: str | None = GPU_LIMIT, tags: dict | None = None) -> dict:
+                    gpu_limit: str | None = GPU_LIMIT, tags: dict | None = None,
+                    stage_kwargs: dict | None = None) -> dict:
     with _gpu_slot(stage, gpu_limit):
-        return run_inprocess_stage(stage, root, motion, run_dir, overrides, variant, parent_run_id, tags=tags)
+        return run_inprocess_stage(stage, root, motion, run_dir, overrides, variant, parent_run_id, tags=tags,
+                                   stage_kwargs=stage_kwargs)
 
 
 def ensure_gpu_limit(name: str | None = GPU_LIMIT, limit: int = 1) -> None:

@@ -543,6 +543,15 @@ def test_compare_table_from_mlflow_runs(flow_project, ablations):
     assert_one_line_error(invoke("compare", "--root", root, "--ablation-run-id", "no-such-run"),
                           "no-such-run", "ablations")
 
+    # the per-seed record gives the same table without the MLflow store; a wrong file is one line
+    assert f"wrote {out / 'per_seed.csv'}" in result.stdout
+    again = invoke("compare", "--root", root, "--per-seed", out / "per_seed.csv", "--out", out / "again")
+    assert again.exit_code == 0, again.stderr
+    assert (out / "again/comparison.csv").read_text() == (out / "comparison.csv").read_text()
+    assert_one_line_error(invoke("compare", "--root", root, "--per-seed", out / "comparison.csv",
+                                 "--out", out / "bad"), "comparison.csv", "missing")
+    assert not (out / "bad").exists()
+
 
 def test_flow_commands_check_their_input(project, flow_project):
     """Refused before anything runs or is written: another --params file (the DVC stages read

@@ -213,7 +213,7 @@ def test_a_deployment_run_with_worker(project):
 def test_b_ablations_compare_from_mlflow(project, assert_same_motion):
     """Ablation flow on 2 motions: comparison table rows = variants, values = MLflow metrics runs."""
     p = project
-    variants = ["full", "no_shared_noise", "no_tsm"]
+    variants = ["full", "untuned", "no_shared_noise", "no_tsm"]
     t0 = time.monotonic()
     p.python("from flows.ablations import lamp_ablations\n"
              f"print(lamp_ablations(motions={MOTIONS!r}, variants={variants!r}, overrides={{'train.steps': 2}}))",
@@ -225,6 +225,10 @@ def test_b_ablations_compare_from_mlflow(project, assert_same_motion):
     # no_shared_noise only changes sampling: it has full's tuned weights (the same checkpoint key)
     assert_same_motion(p.root / "runs/ablations/full/models/motions/rain/motion.safetensors",
                        p.root / "runs/ablations/no_shared_noise/models/motions/rain/motion.safetensors")
+    # untuned is sampled without any tuning: no checkpoint of its own, no tune runs
+    assert not (p.root / "runs/ablations/untuned/models/motions").exists()
+    assert p.mlflow_runs("tags.stage = 'tune' AND tags.variant = 'untuned'").empty
+    assert len(p.mlflow_runs("tags.stage = 'generate' AND tags.variant = 'untuned'")) == len(MOTIONS)
     out = p.root / "reports/ablations"
     with open(out / "comparison.csv", newline="") as f:
         rows = list(csv.DictReader(f))
