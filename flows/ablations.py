@@ -18,6 +18,8 @@ runs/ablations/<variant>/seed<s>/. Any other seed first trains its own base and 
 clips in a project of its own, runs/ablations/projects/seed<s>/ (`seed_project`: the world's
 videos and prompts linked, params.yaml = the main one with base_train.seed = s, MLflow
 writing to the main store), and runs its variants there (~6 min more per seed on 2 CPU cores).
+Those data stages are skipped on a later start when their dvc.yaml deps and params are what
+they were built from (`data_stage_up_to_date`), as DVC skips the main pipeline's.
 
 `untuned` samples the inflated base with LAMP's new layers at their identity init (no tuning;
 the same first frames, shared noise and post-processing): the level a tuned motion has to beat.
@@ -32,6 +34,8 @@ fidelity is not reported.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 from pathlib import Path
 
 import yaml
@@ -40,9 +44,10 @@ from prefect import flow, get_run_logger
 from flows.compare import build_comparison
 from flows.motion import check_motions
 from lamp_model.config import load_params, write_overrides
+from lamp_model.io import atomic_write
 from tasks import tracking
 from tasks.common import trains_base
-from tasks.prefect_tasks import GPU_LIMIT, ensure_gpu_limit, inprocess_stage, stage_task
+from tasks.prefect_tasks import GPU_LIMIT, ensure_gpu_limit, inprocess_stage, paths_hash, stage_task
 
 VARIANTS: dict[str, dict] = {
     "full": {},
@@ -87,6 +92,57 @@ def seed_project(root: str | Path, seed: int) -> Path:
     return project
 
 
+def data_stage_fingerprint(project: str | Path, code_root: str | Path, stage: str, motion: str | None = None) -> str:
+    """What a seed project's data stage (base, extract, cache) is built from, as DVC would see it: the
+    stage's deps and params in dvc.yaml, read from the project (its data, its base) or, for code, from
+    `code_root`. Equal fingerprints: the stage's outputs are up to date and it need not run again."""
+    project, code_root = Path(project), Path(code_root)
+    spec = yaml.safe_load((code_root / "dvc.yaml").read_text())["stages"][stage]
+    body = spec.get("do", spec)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+
+    def value(key: str):
+        node = raw
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    def resolve(text: str) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: motion if m[1] == "item" else str(value(m[1])), text)
+
+    h = hashlib.sha256(f"{stage}@{motion}".encode())
+    h.update(yaml.safe_dump({key: value(key) for key in body.get("params", [])}, sort_keys=True).encode())
+    for dep in map(resolve, body.get("deps", [])):
+        h.update(paths_hash(project if (project / dep).exists() else code_root, [dep]).encode())
+    return h.hexdigest()
+
+
+def _stage_record(project: Path, stage: str, motion: str | None) -> Path:
+    return project / ".stages" / (f"{stage}@{motion}" if motion else stage)
+
+
+def _outputs_exist(project: Path, code_root: Path, stage: str, motion: str | None) -> bool:
+    spec = yaml.safe_load((code_root / "dvc.yaml").read_text())["stages"][stage]
+    outs = spec.get("do", spec).get("outs", [])
+    return all((project / str(o).replace("${item}", motion or "")).exists() for o in outs)
+
+
+def data_stage_up_to_date(project: str | Path, code_root: str | Path, stage: str, motion: str | None = None) -> bool:
+    """A seed project's data stage finished earlier from the same inputs (so a second start of
+    `--seeds s` does not train that seed's base again)."""
+    project, code_root = Path(project), Path(code_root)
+    record = _stage_record(project, stage, motion)
+    return (record.is_file() and _outputs_exist(project, code_root, stage, motion)
+            and record.read_text().strip() == data_stage_fingerprint(project, code_root, stage, motion))
+
+
+def record_data_stage(project: str | Path, code_root: str | Path, stage: str, motion: str | None = None) -> None:
+    record = _stage_record(Path(project), stage, motion)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(record) as tmp:
+        tmp.write_text(data_stage_fingerprint(project, code_root, stage, motion) + "\n")
+
+
 @flow(name="lamp-ablations")
 def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None = None, root: str = ".",
                    overrides: dict | None = None, gpu_limit: str | None = GPU_LIMIT,
@@ -123,9 +179,15 @@ def lamp_ablations(motions: list[str] | None = None, variants: list[str] | None 
         if seed != base_params.base_train.seed and trains_base(base_params, root):
             projects[seed] = str(seed_project(root, seed))
             for stage, m in [("base", None)] + [(st, m) for m in motions for st in ("extract", "cache")]:
-                inprocess_stage.with_options(task_run_name=f"{stage}{'@' + m if m else ''} [seed{seed} project]")(
+                target = f"{stage}{'@' + m if m else ''}"
+                if data_stage_up_to_date(projects[seed], root, stage, m):
+                    logger.info("%s [seed%d project]: up to date (its inputs are those it was built from)",
+                                target, seed)
+                    continue
+                inprocess_stage.with_options(task_run_name=f"{target} [seed{seed} project]")(
                     stage, root=projects[seed], motion=m, variant=f"seed{seed}_project", parent_run_id=parent,
                     gpu_limit=gpu_limit, tags={"ablation_run": parent or "", "seed": str(seed)})
+                record_data_stage(projects[seed], root, stage, m)
 
     results, failed = {}, {}
     runs = [(v, s) for s in (seeds if seeds else [None]) for v in variants]

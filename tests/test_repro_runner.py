@@ -277,6 +277,15 @@ def test_ablation_seeds_vary_the_base_in_a_project_of_their_own(project, monkeyp
         (row,) = list(csv.DictReader(f))
     assert row["variant"] == "full" and float(row["n_seeds"]) == 2
 
+    # a second start of the seed finds its base and clips up to date: nothing of them runs again
+    seed1_unet = seed1 / "models/world/base/unet/diffusion_pytorch_model.safetensors"
+    built = seed1_unet.stat().st_mtime_ns
+    lamp_ablations(motions=MOTIONS, variants=["full"], root=str(root), seeds=[1], gpu_limit=None)
+    assert seed1_unet.stat().st_mtime_ns == built
+    runs = _runs(root)
+    project_runs = runs[runs["tags.variant"] == "seed1_project"]
+    assert sorted(project_runs["tags.stage"]) == sorted(["base"] + ["extract", "cache"] * len(MOTIONS))
+
 
 def test_a_stage_whose_paths_another_dvc_process_holds_waits_for_them(tmp_path, monkeypatch):
     """While `dvc repro` runs a stage, DVC locks its outputs: a second process checking a stage that
@@ -306,3 +315,33 @@ def test_a_stage_whose_paths_another_dvc_process_holds_waits_for_them(tmp_path, 
     finally:
         slow.kill()
     assert result["ran"] and (tmp_path / "b.txt").read_text() == "made\n"
+
+
+def test_a_seed_projects_data_stage_is_up_to_date_only_for_the_inputs_it_was_built_from(tmp_path):
+    """The fingerprint follows dvc.yaml: the stage's params and deps count, other settings do not."""
+    from flows.ablations import data_stage_fingerprint, data_stage_up_to_date, record_data_stage
+
+    project = tmp_path / "seed1"
+    (project / "data/world/videos/rain").mkdir(parents=True)
+    (project / "data/world/videos/rain/00.mp4").write_bytes(b"video")
+    (project / "models/world").mkdir(parents=True)
+    shutil.copy(REPO / "params.yaml", project / "params.yaml")
+    first = data_stage_fingerprint(project, REPO, "base")
+    assert not data_stage_up_to_date(project, REPO, "base")  # never built
+    record_data_stage(project, REPO, "base")
+    assert data_stage_up_to_date(project, REPO, "base")
+
+    write_overrides(project / "params.yaml", {"train.steps": 7})  # not a param of the base stage
+    assert data_stage_fingerprint(project, REPO, "base") == first
+    write_overrides(project / "params.yaml", {"base_train.seed": 5})  # one of its params
+    assert data_stage_fingerprint(project, REPO, "base") != first
+    assert not data_stage_up_to_date(project, REPO, "base")
+    record_data_stage(project, REPO, "base")
+    (project / "data/world/videos/rain/00.mp4").write_bytes(b"another video")  # one of its deps
+    assert not data_stage_up_to_date(project, REPO, "base")
+    record_data_stage(project, REPO, "base")
+    shutil.rmtree(project / "models/world")  # its output gone
+    assert not data_stage_up_to_date(project, REPO, "base")
+    # per-motion stages resolve ${item}: another motion's clips are another stage
+    assert data_stage_fingerprint(project, REPO, "extract", "rain") != data_stage_fingerprint(
+        project, REPO, "extract", "helicopter")
