@@ -142,6 +142,40 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def pool_tables(table: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+    """Two comparison tables over disjoint seeds -> the table over all their seeds, exactly as if
+    aggregated from every per-seed row: means weighted by n_seeds, population variances pooled
+    (E[x^2] - mean^2). For an earlier table whose per-seed rows were not kept (e.g. its MLflow store
+    is gone); per-motion columns carry means only, as in the table."""
+    variants = list(dict.fromkeys([*earlier.index, *table.index]))
+    cols = list(dict.fromkeys([*table.columns, *earlier.columns]))
+    n_a = table["n_seeds"].reindex(variants).fillna(0)
+    n_b = earlier["n_seeds"].reindex(variants).fillna(0)
+    out = pd.DataFrame(index=pd.Index(variants, name="variant"))
+    out["n_seeds"] = n_a + n_b
+    for c in cols:
+        if c == "n_seeds" or c.endswith("_std"):
+            continue
+        a, b = (t[c].reindex(variants) if c in t.columns else pd.Series(float("nan"), index=variants)
+                for t in (table, earlier))
+        w_a, w_b = n_a.where(a.notna(), 0), n_b.where(b.notna(), 0)
+        n = (w_a + w_b).where(lambda x: x > 0)
+        mean = (a.fillna(0) * w_a + b.fillna(0) * w_b) / n
+        out[c] = mean
+        if f"{c}_std" in table.columns or f"{c}_std" in earlier.columns:
+            s_a, s_b = (t[f"{c}_std"].reindex(variants).fillna(0) if f"{c}_std" in t.columns
+                        else pd.Series(0.0, index=variants) for t in (table, earlier))
+            second = ((s_a ** 2 + a.fillna(0) ** 2) * w_a + (s_b ** 2 + b.fillna(0) ** 2) * w_b) / n
+            out[f"{c}_std"] = (second - mean ** 2).clip(lower=0) ** 0.5
+    overall = [c for c in out.columns if "/" not in c and not c.endswith("_std") and c != "n_seeds"]
+    overall = [c for c in MAIN_METRICS if c in overall] + sorted(c for c in overall if c not in MAIN_METRICS)
+    per_motion = sorted((c for c in out.columns if "/" in c),
+                        key=lambda c: (c.split("/")[0], _metric_rank(c.split("/", 1)[1])))
+    order = [v for v in variant_order() if v in out.index] + sorted(v for v in out.index if v not in variant_order())
+    spread = [f"{c}_std" for c in overall if f"{c}_std" in out.columns]
+    return out.loc[order, ["n_seeds", *overall, *spread, *per_motion]]
+
+
 def _metric_rank(name: str):
     return (MAIN_METRICS.index(name), name) if name in MAIN_METRICS else (len(MAIN_METRICS), name)
 
@@ -163,7 +197,8 @@ def _md_table(df: pd.DataFrame, std: pd.DataFrame | None = None) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def write_outputs(table: pd.DataFrame, out_dir: Path, per_seed: pd.DataFrame | None = None) -> dict[str, Path]:
+def write_outputs(table: pd.DataFrame, out_dir: Path, per_seed: pd.DataFrame | None = None,
+                  note: str = "") -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,7 +222,8 @@ def write_outputs(table: pd.DataFrame, out_dir: Path, per_seed: pd.DataFrame | N
              f"[{PER_SEED_FILE}]({PER_SEED_FILE}) with their MLflow run ids); mean ± std "
              f"over seeds: {', '.join(f'{v} {int(n)}' for v, n in seeds.items())}; CLIP metrics x100, "
              "diversity: lower = more diverse; motion accuracy counts `none` as wrong; first-frame fidelity "
-             "is empty where no first frame was given).", "", "## Overall", "", _md_table(table[overall], std)]
+             "is empty where no first frame was given)." + (f" {note}" if note else ""), "", "## Overall", "",
+             _md_table(table[overall], std)]
     for m in motions:
         cols = [c for c in table.columns if c.startswith(f"{m}/")]
         sub = table[cols].rename(columns=lambda c: c.split("/", 1)[1])
@@ -246,8 +282,12 @@ def read_per_seed(files: list[str | Path]) -> pd.DataFrame:
 
 def build_comparison(root: str | Path = ".", ablation_run_id: str | None = None,
                      out_dir: str | Path | None = None, seeds: list[int] | None = None,
-                     per_seed_files: list[str | Path] | None = None) -> pd.DataFrame:
-    """The table from MLflow, or (per_seed_files) from per_seed.csv files written earlier."""
+                     per_seed_files: list[str | Path] | None = None, earlier_table: str | Path | None = None,
+                     earlier_seeds: list[int] | None = None) -> pd.DataFrame:
+    """The table from MLflow, or (per_seed_files) from per_seed.csv files written earlier.
+
+    `earlier_table` (a comparison.csv over `earlier_seeds`, whose per-seed rows were not kept) is
+    pooled in (pool_tables); a variant may not have a seed in both."""
     root = Path(root).resolve()
     if per_seed_files:
         per_seed = read_per_seed(per_seed_files)
@@ -261,8 +301,33 @@ def build_comparison(root: str | Path = ".", ablation_run_id: str | None = None,
                            + (", ".join(map(str, per_seed_files)) if per_seed_files else "MLflow")
                            + (f" for ablation run {ablation_run_id}" if ablation_run_id else "")
                            + (f" for seeds {seeds}" if seeds is not None else ""))
-    write_outputs(table, Path(out_dir) if out_dir else root / "reports/ablations", per_seed)
+    note = ""
+    if earlier_table:
+        earlier = read_earlier_table(earlier_table, earlier_seeds)
+        taken = {str(k) for k in earlier_seeds}
+        both = [f"{v} seed {k}" for v, k in per_seed.index if v in earlier.index and k in taken]
+        if both:
+            raise RuntimeError(f"{earlier_table} already holds seeds {earlier_seeds} of these runs: {both}; "
+                               "leave those seeds out (--seeds)")
+        table = pool_tables(table, earlier)
+        note = (f"Seeds {', '.join(map(str, earlier_seeds))} of the variants in {Path(earlier_table).name} are "
+                f"pooled in from that earlier table (their per-seed rows were not kept); {PER_SEED_FILE} lists "
+                "the other runs.")
+    write_outputs(table, Path(out_dir) if out_dir else root / "reports/ablations", per_seed, note)
     return table
+
+
+def read_earlier_table(path: str | Path, seeds: list[int] | None) -> pd.DataFrame:
+    if not seeds:
+        raise RuntimeError(f"{path}: name the seeds that table averages (--earlier-seeds 0 1)")
+    try:
+        earlier = pd.read_csv(path, index_col="variant")
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise RuntimeError(f"{path}: not a comparison.csv written by `python -m flows.compare` ({e})")
+    if "n_seeds" not in earlier.columns or (earlier["n_seeds"] != len(seeds)).any():
+        raise RuntimeError(f"{path}: its n_seeds column does not say {len(seeds)} seeds for every variant; "
+                           f"--earlier-seeds must list the seeds it averages")
+    return earlier
 
 
 @flow(name="lamp-compare")
@@ -279,9 +344,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-seed", nargs="+", default=None, metavar="CSV",
                     help=f"build the table from {PER_SEED_FILE} files written earlier (e.g. one per machine) "
                          "instead of MLflow")
+    ap.add_argument("--earlier-table", default=None, metavar="CSV",
+                    help="pool in a comparison.csv of other seeds whose per-seed rows were not kept")
+    ap.add_argument("--earlier-seeds", nargs="*", type=int, default=None, help="the seeds --earlier-table averages")
     a = ap.parse_args(argv)
     try:
-        table = build_comparison(a.root, a.ablation_run_id, seeds=a.seeds, per_seed_files=a.per_seed)
+        table = build_comparison(a.root, a.ablation_run_id, seeds=a.seeds, per_seed_files=a.per_seed,
+                                 earlier_table=a.earlier_table, earlier_seeds=a.earlier_seeds)
     except RuntimeError as e:
         raise SystemExit(f"compare: {e}")
     print(table.round(2).to_string())

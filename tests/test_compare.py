@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
-from flows.compare import (aggregate_seeds, build_comparison, comparison_table, per_seed_table, read_per_seed,
-                           write_outputs)
+from flows.compare import (aggregate_seeds, build_comparison, comparison_table, per_seed_table, pool_tables,
+                           read_per_seed, write_outputs)
 
 
 def _runs(rows, day: int = 7):
@@ -76,3 +76,31 @@ def test_a_file_that_is_not_a_per_seed_record_is_refused_in_one_line(tmp_path):
     bad.write_text("variant,motion_accuracy\nfull,0.5\n")
     with pytest.raises(RuntimeError, match=r"comparison.csv: columns \['seed', 'start_time'\] missing"):
         read_per_seed([bad])
+
+
+def test_pooling_an_earlier_table_equals_aggregating_every_seed(tmp_path):
+    """Seeds 0-1 known only as a table, seed 2 as runs: pooled = the table of all three seeds."""
+    rows = [("full", "0", 0.40), ("full", "1", 0.46), ("full", "2", 0.31), ("no_tsm", "0", 0.15),
+            ("no_tsm", "1", 0.17), ("no_tsm", "2", 0.10), ("untuned", "0", 0.12), ("untuned", "2", 0.14)]
+    runs = _runs(rows)
+    runs.loc[runs["tags.variant"] == "no_tsm", "metrics.alignment"] = [40.0, 44.0, 47.0]
+    everything = comparison_table(runs)
+    earlier = comparison_table(runs[runs["tags.seed"].isin(["0", "1"]) & (runs["tags.variant"] != "untuned")])
+    later = comparison_table(runs[(runs["tags.seed"] == "2") | (runs["tags.variant"] == "untuned")])
+    pooled = pool_tables(later, earlier)
+    pd.testing.assert_frame_equal(pooled, everything, check_dtype=False)
+
+    earlier.to_csv(tmp_path / "seeds01.csv")
+    later_runs = runs[(runs["tags.seed"] == "2") | (runs["tags.variant"] == "untuned")]
+    per_seed = per_seed_table(later_runs)
+    write_outputs(aggregate_seeds(per_seed), tmp_path / "later", per_seed)
+    built = build_comparison(tmp_path, out_dir=tmp_path / "out", per_seed_files=[tmp_path / "later/per_seed.csv"],
+                             earlier_table=tmp_path / "seeds01.csv", earlier_seeds=[0, 1])
+    pd.testing.assert_frame_equal(built, everything, check_dtype=False, atol=1e-9)
+    assert "Seeds 0, 1 of the variants in seeds01.csv are pooled in" in (tmp_path / "out/comparison.md").read_text()
+    with pytest.raises(RuntimeError, match="already holds seeds"):  # a seed in both
+        build_comparison(tmp_path, out_dir=tmp_path / "x", per_seed_files=[tmp_path / "later/per_seed.csv"],
+                         earlier_table=tmp_path / "seeds01.csv", earlier_seeds=[0, 2])
+    with pytest.raises(RuntimeError, match="n_seeds"):  # the wrong number of seeds named
+        build_comparison(tmp_path, out_dir=tmp_path / "x", per_seed_files=[tmp_path / "later/per_seed.csv"],
+                         earlier_table=tmp_path / "seeds01.csv", earlier_seeds=[0])
