@@ -82,7 +82,7 @@ deployment-run:
 	PATH=$(CURDIR)/$(BIN):$$PATH PREFECT_API_URL=http://127.0.0.1:4200/api \
 	  prefect deployment run 'lamp-all-motions/default' --watch
 
-ABLATION_SEEDS ?= 0 1 2  # a seed sets base, tuning and sampling; the table gives mean ± std (2-core CPU ~45 min a seed, +6 min base)
+ABLATION_SEEDS ?= 0 1 2  # a seed sets base, tuning and sampling; the table gives mean ± std (~70-80 min a seed at 1 torch thread on a 2-core CPU, +10 min for a seed's own base)
 ablations: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.ablations --seeds $(ABLATION_SEEDS)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows.compare
