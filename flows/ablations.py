@@ -92,11 +92,9 @@ def seed_project(root: str | Path, seed: int) -> Path:
     return project
 
 
-def data_stage_fingerprint(project: str | Path, code_root: str | Path, stage: str, motion: str | None = None) -> str:
-    """What a seed project's data stage (base, extract, cache) is built from, as DVC would see it: the
-    stage's deps and params in dvc.yaml, read from the project (its data, its base) or, for code, from
-    `code_root`. Equal fingerprints: the stage's outputs are up to date and it need not run again."""
-    project, code_root = Path(project), Path(code_root)
+def _stage_spec(project: Path, code_root: Path, stage: str, motion: str | None):
+    """(deps, params, outs) of a dvc.yaml stage with ${item} and ${<param>} resolved from the project's
+    params.yaml, and that params.yaml as a dict."""
     spec = yaml.safe_load((code_root / "dvc.yaml").read_text())["stages"][stage]
     body = spec.get("do", spec)
     raw = yaml.safe_load((project / "params.yaml").read_text())
@@ -108,11 +106,21 @@ def data_stage_fingerprint(project: str | Path, code_root: str | Path, stage: st
         return node
 
     def resolve(text: str) -> str:
-        return re.sub(r"\$\{([^}]+)\}", lambda m: motion if m[1] == "item" else str(value(m[1])), text)
+        return re.sub(r"\$\{([^}]+)\}", lambda m: motion if m[1] == "item" else str(value(m[1])), str(text))
 
+    params = {key: value(key) for key in body.get("params", [])}
+    return [resolve(d) for d in body.get("deps", [])], params, [resolve(o) for o in body.get("outs", [])]
+
+
+def data_stage_fingerprint(project: str | Path, code_root: str | Path, stage: str, motion: str | None = None) -> str:
+    """What a seed project's data stage (base, extract, cache) is built from, as DVC would see it: the
+    stage's deps and params in dvc.yaml, read from the project (its data, its base) or, for code, from
+    `code_root`. Equal fingerprints: the stage's outputs are up to date and it need not run again."""
+    project, code_root = Path(project), Path(code_root)
+    deps, params, _ = _stage_spec(project, code_root, stage, motion)
     h = hashlib.sha256(f"{stage}@{motion}".encode())
-    h.update(yaml.safe_dump({key: value(key) for key in body.get("params", [])}, sort_keys=True).encode())
-    for dep in map(resolve, body.get("deps", [])):
+    h.update(yaml.safe_dump(params, sort_keys=True).encode())
+    for dep in deps:
         h.update(paths_hash(project if (project / dep).exists() else code_root, [dep]).encode())
     return h.hexdigest()
 
@@ -121,18 +129,13 @@ def _stage_record(project: Path, stage: str, motion: str | None) -> Path:
     return project / ".stages" / (f"{stage}@{motion}" if motion else stage)
 
 
-def _outputs_exist(project: Path, code_root: Path, stage: str, motion: str | None) -> bool:
-    spec = yaml.safe_load((code_root / "dvc.yaml").read_text())["stages"][stage]
-    outs = spec.get("do", spec).get("outs", [])
-    return all((project / str(o).replace("${item}", motion or "")).exists() for o in outs)
-
-
 def data_stage_up_to_date(project: str | Path, code_root: str | Path, stage: str, motion: str | None = None) -> bool:
     """A seed project's data stage finished earlier from the same inputs (so a second start of
     `--seeds s` does not train that seed's base again)."""
     project, code_root = Path(project), Path(code_root)
     record = _stage_record(project, stage, motion)
-    return (record.is_file() and _outputs_exist(project, code_root, stage, motion)
+    _, _, outs = _stage_spec(project, code_root, stage, motion)
+    return (record.is_file() and all((project / o).exists() for o in outs)
             and record.read_text().strip() == data_stage_fingerprint(project, code_root, stage, motion))
 
 

@@ -39,6 +39,31 @@ def variant_order() -> list[str]:
     return list(VARIANTS)
 
 
+def _variant_rank(variant: str) -> tuple[int, str]:
+    """The flow's variant order first, any other variant after them by name."""
+    order = variant_order()
+    return (order.index(variant), "") if variant in order else (len(order), variant)
+
+
+def _metric_columns(columns) -> tuple[list[str], list[str]]:
+    """(overall metrics, MAIN_METRICS first; <motion>/<metric> by motion) among `columns`."""
+    overall = [c for c in columns if "/" not in c and not c.endswith("_std")
+               and c not in ("n_seeds", "run_id", "start_time")]
+    overall = [c for c in MAIN_METRICS if c in overall] + sorted(c for c in overall if c not in MAIN_METRICS)
+    per_motion = sorted((c for c in columns if "/" in c),
+                        key=lambda c: (c.split("/")[0], _metric_rank(c.split("/", 1)[1])))
+    return overall, per_motion
+
+
+def _in_table_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in variant order; columns: n_seeds, overall metrics, their _std, then <motion>/<metric>."""
+    overall, per_motion = _metric_columns(table.columns)
+    spread = [f"{c}_std" for c in overall if f"{c}_std" in table.columns]
+    table = table.loc[sorted(table.index, key=_variant_rank), ["n_seeds", *overall, *spread, *per_motion]]
+    table.index.name = "variant"
+    return table
+
+
 def search_metric_runs(root: str | Path, ablation_run_id: str | None = None) -> pd.DataFrame:
     import mlflow
 
@@ -104,11 +129,11 @@ def per_seed_table(runs: pd.DataFrame, seeds: list[int] | None = None) -> pd.Dat
     runs = runs.drop_duplicates(subset=["tags.variant", "seed"], keep="first")
     cols = [c for c in runs.columns if c.startswith("metrics.") and c.removeprefix("metrics.") not in SKIP]
     table = runs[cols].rename(columns=lambda c: c.removeprefix("metrics."))
+    table = table[[c for part in _metric_columns(table.columns) for c in part]]  # the same order every run
     table.insert(0, "start_time", runs["start_time"].astype(str) if "start_time" in runs.columns else "")
     table.insert(0, "run_id", runs["run_id"] if "run_id" in runs.columns else "")
     table.index = pd.MultiIndex.from_arrays([runs["tags.variant"], runs["seed"]], names=["variant", "seed"])
-    order = {v: i for i, v in enumerate(variant_order())}
-    keys = sorted(table.index, key=lambda k: (order.get(k[0], len(order)), k[0], str(k[1])))
+    keys = sorted(table.index, key=lambda k: (_variant_rank(k[0]), str(k[1])))
     return table.loc[keys].dropna(axis=1, how="all")
 
 
@@ -127,19 +152,9 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     per_seed = per_seed.drop(columns=[c for c in ("run_id", "start_time") if c in per_seed.columns])
     per_seed = per_seed.droplevel("seed")
     grouped = per_seed.groupby(level=0, sort=False)
-    table = grouped.mean()
-    std = grouped.std(ddof=0)
-    overall = [c for c in table.columns if "/" not in c]
-    overall = [c for c in MAIN_METRICS if c in overall] + sorted(c for c in overall if c not in MAIN_METRICS)
-    per_motion = sorted((c for c in table.columns if "/" in c),
-                        key=lambda c: (c.split("/")[0], _metric_rank(c.split("/", 1)[1])))
-    order = [v for v in variant_order() if v in table.index] + sorted(v for v in table.index
-                                                                       if v not in variant_order())
-    spread = std.loc[order, overall].add_suffix("_std")
-    table = pd.concat([grouped.size().rename("n_seeds").loc[order], table.loc[order, overall], spread,
-                       table.loc[order, per_motion]], axis=1)
-    table.index.name = "variant"
-    return table
+    overall = [c for c in per_seed.columns if "/" not in c]
+    return _in_table_order(pd.concat([grouped.size().rename("n_seeds"), grouped.mean(),
+                                      grouped[overall].std(ddof=0).add_suffix("_std")], axis=1))
 
 
 def pool_tables(table: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
@@ -167,13 +182,7 @@ def pool_tables(table: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
                         else pd.Series(0.0, index=variants) for t in (table, earlier))
             second = ((s_a ** 2 + a.fillna(0) ** 2) * w_a + (s_b ** 2 + b.fillna(0) ** 2) * w_b) / n
             out[f"{c}_std"] = (second - mean ** 2).clip(lower=0) ** 0.5
-    overall = [c for c in out.columns if "/" not in c and not c.endswith("_std") and c != "n_seeds"]
-    overall = [c for c in MAIN_METRICS if c in overall] + sorted(c for c in overall if c not in MAIN_METRICS)
-    per_motion = sorted((c for c in out.columns if "/" in c),
-                        key=lambda c: (c.split("/")[0], _metric_rank(c.split("/", 1)[1])))
-    order = [v for v in variant_order() if v in out.index] + sorted(v for v in out.index if v not in variant_order())
-    spread = [f"{c}_std" for c in overall if f"{c}_std" in out.columns]
-    return out.loc[order, ["n_seeds", *overall, *spread, *per_motion]]
+    return _in_table_order(out)
 
 
 def _metric_rank(name: str):
@@ -274,10 +283,8 @@ def read_per_seed(files: list[str | Path]) -> pd.DataFrame:
     rows["seed"] = rows["seed"].fillna("")
     rows = rows.sort_values("start_time", ascending=False, kind="stable")
     rows = rows.drop_duplicates(subset=["variant", "seed"], keep="first")
-    order = {v: i for i, v in enumerate(variant_order())}
-    rows = rows.assign(_rank=rows["variant"].map(lambda v: order.get(v, len(order))))
-    rows = rows.sort_values(["_rank", "variant", "seed"], kind="stable").drop(columns="_rank")
-    return rows.set_index(["variant", "seed"])
+    rows = rows.set_index(["variant", "seed"])
+    return rows.loc[sorted(rows.index, key=lambda k: (_variant_rank(k[0]), k[1]))]
 
 
 def build_comparison(root: str | Path = ".", ablation_run_id: str | None = None,
