@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     yaml = YAML()
     yaml.width = 4096  # keep long lines (the motions list) as they are
     yaml.preserve_quotes = True  # "no" stays a string for YAML 1.1 readers (unquoted, PyYAML reads False)
+    # an unset value stays a written `null` (ruamel would write nothing after the colon)
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     for path in (args.overlay, args.params):
         if not path.is_file():
             print(f"error: {path}: not found", file=sys.stderr)

@@ -44,6 +44,21 @@ def test_world_16x24_overlay_gives_finer_latents_frame_positions_and_longer_tuni
     assert p.model.base == shipped.model.base  # still the motion world
 
 
+def test_merge_changes_only_the_overlay_lines(tmp_path):
+    """Every line the overlay does not set is written back as it was (comments, `null`s, quotes)."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    before = params.read_text().splitlines()
+    assert any(line.split("#")[0].rstrip().endswith(": null") for line in before)  # an unset value to keep
+    overlay = tmp_path / "one.yaml"
+    overlay.write_text("train:\n  steps: 123\n")
+    assert merge(overlay, params).returncode == 0
+    after = params.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(after) == len(before) and len(changed) == 1, changed
+    assert changed[0][1].split("#")[0].split() == ["steps:", "123"]
+
+
 def test_invalid_overlay_writes_nothing(tmp_path):
     params = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", params)
