@@ -10,8 +10,8 @@ training (baselines.animatediff.seed), Text2Video-Zero's sampling noise. Everyth
 params.yaml's (the test prompts, the world and its base model). The seed whose settings are the
 pipeline's own (params.yaml's seeds, all equal to it) is read from the pipeline's outputs
 (`make baselines`, no second run); every other seed runs each method's DVC stage code into
-runs/baseline_seeds/seed<s>/. The row of a method is the mean over seeds with the std (ddof 1)
-— tasks/baselines.py's `over_seeds`, as in reports/baselines/metrics.json.
+runs/baseline_seeds/seed<s>/. The row of a method is the mean over seeds with the population std
+(ddof 0) — tasks/baselines.py's `over_seeds`, as in reports/baselines/metrics.json.
 """
 from __future__ import annotations
 

@@ -241,14 +241,14 @@ def baselines(root: Path) -> str:
         seeds = m["seeds"]
         head = (f"`make baselines-seeds` (`{m['command']}`, after `make baselines`): every method trained and "
                 "sampled once per seed, "
-                f"mean ± std over seeds {seeds}; {m['methods']['lamp']['n_videos']} videos per method; CLIP "
+                f"mean ± population std over seeds {seeds}; {m['methods']['lamp']['n_videos']} videos per method; CLIP "
                 f"`{m['clip_model']}` ([{BASELINE_SEEDS}]({BASELINE_SEEDS}); {m['machine']['cpu_count']} CPU "
                 f"cores, {m['machine']['cpu_model']}). Seed {seeds[0]} alone is {timing} "
                 "([reports/baselines/table.md](reports/baselines/table.md)).")
         return "\n".join([head, "", *baseline_rows(m["methods"])])
     m = load(root, "reports/baselines/metrics.json")
     seeds = m["seeds"]
-    spread = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"one seed ({seeds[0]})"
+    spread = f"mean ± population std over seeds {seeds}" if len(seeds) > 1 else f"one seed ({seeds[0]})"
     head = (f"{timing}; {spread}; {m['methods']['lamp']['n_videos']} videos per method; CLIP "
             f"`{m['clip_model']}` ([reports/baselines/table.md](reports/baselines/table.md))")
     return "\n".join([head, "", *baseline_rows(m["methods"])])

@@ -54,7 +54,8 @@ def score_method(videos, scorer, classifier) -> dict:
 
 def over_seeds(per_seed: dict[str, dict]) -> dict:
     """A method's row: the mean over seeds of each seed's scores (every video decoded and embedded once),
-    with the std over seeds (None for one seed); per-motion values averaged the same way."""
+    with the population std over seeds (ddof 0, as every other spread over seeds here: the ablation
+    table, make_run_seeds, world_motion; None for one seed); per-motion values averaged the same way."""
     def mean(values):
         values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
         return float(np.mean(values)) if values else None
@@ -65,7 +66,7 @@ def over_seeds(per_seed: dict[str, dict]) -> dict:
     for k in KEYS:
         values = [r[k] for r in rows if r.get(k) is not None]
         summary[k] = mean(values)
-        summary[f"{k}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        summary[f"{k}_std"] = float(np.std(values)) if len(values) > 1 else None
     motions = rows[0]["per_motion"]
     summary["per_motion"] = {m: {"n_videos": sum(r["per_motion"][m]["n_videos"] for r in rows),
                                  **{k: mean([r["per_motion"][m][k] for r in rows]) for k in PER_MOTION_KEYS}}

@@ -423,6 +423,8 @@ def test_baseline_seeds_trains_and_samples_every_method_once_per_seed(baselines_
     for method, row in result["methods"].items():
         assert row["n_videos"] == 3 * 2, method  # 3 test prompts x one sample per seed x 2 seeds
         assert set(row["per_seed"]) == {"0", "1"} and row["motion_accuracy_std"] is not None
+        per_seed = [row["per_seed"][s]["motion_accuracy"] for s in ("0", "1")]
+        assert row["motion_accuracy_std"] == pytest.approx(np.std(per_seed), abs=1e-4)  # population std
         for seed in (0, 1):
             index = root / f"runs/baseline_seeds/seed{seed}" / (
                 "outputs/videos/rain" if method == "lamp" else f"outputs/baselines/{method}/rain") / "index.csv"
@@ -430,6 +432,24 @@ def test_baseline_seeds_trains_and_samples_every_method_once_per_seed(baselines_
     tav = [json.loads((root / f"runs/baseline_seeds/seed{s}/models/baselines/tune_a_video/rain/train_config.json")
                       .read_text())["settings"]["template_seed"] for s in (0, 1)]
     assert tav == [0, 1]
+
+
+def test_a_methods_spread_over_seeds_is_the_population_std_like_every_other_seed_figure():
+    """over_seeds' std is the one flows.compare and make_run_seeds report (ddof 0), so a baseline's ±
+    and LAMP's ablation ± mean the same thing; one seed has no spread."""
+    from tasks.baselines import KEYS, PER_MOTION_KEYS, over_seeds
+
+    def seed_row(acc: float) -> dict:
+        row = {k: acc for k in KEYS}
+        row.update(n_videos=2, first_frame_fidelity=90.0,
+                   per_motion={"rain": {"n_videos": 2, **{k: acc for k in PER_MOTION_KEYS}}})
+        return row
+
+    accs = [0.25, 0.5, 0.125]
+    row = over_seeds({str(i): seed_row(a) for i, a in enumerate(accs)})
+    assert row["motion_accuracy"] == pytest.approx(np.mean(accs))
+    assert row["motion_accuracy_std"] == pytest.approx(np.std(accs))
+    assert over_seeds({"0": seed_row(0.5)})["motion_accuracy_std"] is None
 
 
 def test_baseline_seeds_reads_the_pipeline_only_for_the_seed_params_yaml_sets_everywhere():
