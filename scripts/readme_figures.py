@@ -69,6 +69,8 @@ def seeds_tuned(root: Path, files: list[str]) -> tuple[dict[int, float], dict[in
 
 def mean_std(acc: dict[int, float]) -> str:
     vals = [acc[s] for s in sorted(acc)]
+    if len(vals) == 1:
+        return f"{pct(vals[0])} (seed {next(iter(acc))} only)"
     return (f"{pct(statistics.fmean(vals))} ± {100 * statistics.pstdev(vals):.1f}"
             f" ({' / '.join(pct(v) for v in vals)}; seeds {', '.join(map(str, sorted(acc)))})")
 
@@ -88,16 +90,35 @@ def main_job(root: Path) -> tuple[str, str]:
 
 
 MAKE_RUN_SEEDS = "benchmarks/results/make_run_seeds_cpu.json"
+PRESET_SEEDS = "benchmarks/results/make_run_seeds_world_16x24_cpu.json"
+SEEDS = (0, 1, 2)  # the seeds a figure over seeds is measured on
+
+
+def seed_runs(root: Path, rel: str) -> tuple[str, str]:
+    """A benchmarks.make_run_seeds table: minutes per run and test accuracy over its seeds, and which
+    of SEEDS are still to run."""
+    d = load(root, rel)
+    acc = {r["seed"]: r["test_motion_accuracy"] for r in d["runs"]}
+    low = d["lowest_motion"]
+    machines = ", ".join(sorted({r["machine"] for r in d["runs"]}))
+    if len(acc) > 1:
+        how_long = f"{minutes_range(d['minutes'])} per run (median {d['median_minutes']:.1f} min; {machines})"
+    else:
+        how_long = f"{minutes_range(d['minutes'])} (one run; {machines})"
+    reaches = (f"motion accuracy **{mean_std(acc)}**; lowest motion {low.replace('_', ' ')} "
+               f"{pct(d['per_motion_mean'][low])}" + (" (mean over seeds)" if len(acc) > 1 else ""))
+    missing = [s for s in SEEDS if s not in acc]
+    if missing:
+        reaches += f"; seed{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} not yet run"
+    return how_long, reaches
 
 
 def main_job_seeds(root: Path) -> tuple[str, str]:
-    d = load(root, MAKE_RUN_SEEDS)
-    acc = {r["seed"]: r["test_motion_accuracy"] for r in d["runs"]}
-    low = d["lowest_motion"]
-    how_long = f"{minutes_range(d['minutes'])} per run (median {d['median_minutes']:.1f} min; {d['runs'][0]['machine']})"
-    reaches = (f"motion accuracy **{mean_std(acc)}**; lowest motion {low.replace('_', ' ')} "
-               f"{pct(d['per_motion_mean'][low])} (mean over seeds)")
-    return how_long, reaches
+    return seed_runs(root, MAKE_RUN_SEEDS)
+
+
+def preset_seeds(root: Path) -> tuple[str, str]:
+    return seed_runs(root, PRESET_SEEDS)
 
 
 DEFAULT_SEEDS = "benchmarks/results/world_motion_cpu_3seeds_test.json"
@@ -110,21 +131,6 @@ def default_seeds(root: Path) -> tuple[str, str]:
     how_long = f"tuning {sum(tune_s.values()) / 60:.0f} min for {len(acc)} seeds x 8 motions (2 CPU cores)"
     reaches = (f"motion accuracy {mean_std(acc)}; untuned {pct(d['untuned']['motion_accuracy'])}, "
                f"VAE ceiling {pct(d['vae']['round_trip_motion_accuracy'])}")
-    return how_long, reaches
-
-
-PRESET_FILES = ["benchmarks/results/world_motion_cpu_seed0_tune900_3motions.json",
-                "benchmarks/results/world_motion_cpu_seed0_tune900_5motions.json",
-                "benchmarks/results/world_motion_cpu_seed1_tune900.json",
-                "benchmarks/results/world_motion_cpu_seed2_tune900.json"]
-
-
-def preset(root: Path) -> tuple[str, str]:
-    acc, tune_s = seeds_tuned(root, PRESET_FILES)
-    ceiling = load(root, PRESET_FILES[-1])["vae"]["round_trip_motion_accuracy"]
-    per_seed = statistics.fmean(tune_s.values()) / 60
-    how_long = f"tuning ~{per_seed:.0f} min per seed x 8 motions (2 CPU cores)"
-    reaches = f"motion accuracy **{mean_std(acc)}**; VAE ceiling {pct(ceiling)}"
     return how_long, reaches
 
 
@@ -155,11 +161,12 @@ ROWS = [
     Row("the default over 3 seeds of tuning and sampling (the main job's base), test prompts",
         "`python -m benchmarks.world_motion --base models/world/base --split test --seeds 0,1,2`", default_seeds,
         "[world_motion_cpu_3seeds_test.json](benchmarks/results/world_motion_cpu_3seeds_test.json)"),
-    Row("the preset `configs/world_16x24.yaml` (16x24 latents, frame index, 900 tuning steps); "
-        "earlier, leaky protocol: not yet re-measured",
-        "`python -m benchmarks.world_motion --base <16x24 base> --temporal-positions --tune-steps 900`",
-        preset, "[reports/world_motion.md](reports/world_motion.md#results-earlier-protocol), "
-                "`benchmarks/results/world_motion_cpu_seed*_tune900*.json`"),
+    Row("the preset `configs/world_16x24.yaml` (16x24 latents, frame index, 900 tuning steps) through `make run`, "
+        "seeds as above, test prompts",
+        "`python -m benchmarks.make_run_seeds run --seed N --preset configs/world_16x24.yaml`, then "
+        "`... table --preset configs/world_16x24.yaml`", preset_seeds,
+        "[make_run_seeds_world_16x24_cpu.json](benchmarks/results/make_run_seeds_world_16x24_cpu.json), "
+        "[reports/world_motion.md](reports/world_motion.md#results-under-the-clean-protocol)"),
     Row("real weights: SD v1.4-sized LAMP UNet (random init, same compute)",
         "`python -m benchmarks.bench_model --config sd14 --device cuda --bf16 --grad-ckpt`", real_weights,
         "[sd14_gpu_bf16_ckpt.json](benchmarks/results/sd14_gpu_bf16_ckpt.json), "
