@@ -108,9 +108,9 @@ def test_without_a_seeds_result_the_baselines_table_is_make_baselines_own(tmp_pa
 def test_a_changed_benchmark_result_makes_the_check_fail(tmp_path):
     import json
     _copy_sources(tmp_path)
-    path = tmp_path / "benchmarks" / "results" / "world_motion_cpu_seed2_tune900.json"
+    path = tmp_path / "benchmarks" / "results" / "make_run_seeds_world_16x24_cpu.json"
     data = json.loads(path.read_text())
-    data["tuned"][0]["per_motion"]["firework"] = 1.0
+    data["runs"][0]["test_motion_accuracy"] = 1.0
     path.write_text(json.dumps(data))
     out = figures("--check", "--root", str(tmp_path))
     assert out.returncode == 1
