@@ -38,7 +38,6 @@ from lamp_model.io import atomic_write
 
 RUNS = Path("runs/make_run_seeds")
 RESULTS = Path("benchmarks/results")
-SEED_KEYS = ("seed", "base_train.seed", "train.seed", "sample.seeds")
 
 
 def records_dir(preset: Path | None = None) -> Path:
@@ -71,7 +70,8 @@ def collect(clone: Path, seed: int, minutes: float, setup_minutes: float | None,
         record["preset"] = {"file": preset.as_posix(), "overlay": preset.read_text()}
     out = records_dir(preset) / f"seed{seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    with atomic_write(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: record[k] for k in ("seed", "minutes", "test_motion_accuracy")}))
     return out
 
@@ -112,7 +112,7 @@ def pooled_runs(records: Path, result_path: Path) -> list[dict]:
     return [by_seed[s] for s in sorted(by_seed)]
 
 
-def table(records: Path = RUNS, result_path: Path = RESULTS / "make_run_seeds_cpu.json") -> dict:
+def table(records: Path = records_dir(), result_path: Path = result_file()) -> dict:
     runs = pooled_runs(records, result_path)
     if not runs:
         raise SystemExit(f"no runs in {records} or {result_path}: "
@@ -125,9 +125,9 @@ def table(records: Path = RUNS, result_path: Path = RESULTS / "make_run_seeds_cp
               "test_motion_accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc)), "runs": acc},
               "per_motion_mean": per_motion, "lowest_motion": min(per_motion, key=per_motion.get),
               "minutes": minutes, "median_minutes": float(np.median(minutes)), "runs": runs}
-    presets = {r["preset"]["file"] for r in runs if "preset" in r}
+    presets = sorted({r["preset"]["file"] for r in runs if "preset" in r})
     if presets:
-        result["preset"] = sorted(presets)[0] if len(presets) == 1 else sorted(presets)
+        result["preset"] = ", ".join(presets)
     result_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(result_path) as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
